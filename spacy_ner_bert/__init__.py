@@ -2,6 +2,9 @@
 from . import architectures  # noqa: F401  (registers the architectures)
 from .pipe import NERBert, make_ner_bert
 from .tags import IOBTags
+from .threads import install_fork_guard
+
+install_fork_guard()
 
 __version__ = "0.1.0"
 __all__ = ["NERBert", "make_ner_bert", "IOBTags", "__version__"]

@@ -1,0 +1,44 @@
+"""Entry points: every registered name resolves after install, without importing the package."""
+import configparser
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+from spacy.util import registry
+
+SETUP_CFG = Path(__file__).parent.parent / "setup.cfg"
+
+
+def declared(group):
+    parser = configparser.ConfigParser()
+    parser.read(SETUP_CFG)
+    lines = parser["options.entry_points"][group].strip().splitlines()
+    return [line.split("=")[0].strip() for line in lines]
+
+
+def test_entry_points_installed():
+    """What setup.cfg declares is what the installed distribution exposes."""
+    for group in ("spacy_factories", "spacy_architectures"):
+        installed = {ep.name for ep in entry_points(group=group) if ep.value.startswith("spacy_ner_bert")}
+        assert installed == set(declared(group)), f"reinstall the package: {group} differs"
+
+
+@pytest.mark.parametrize("name", declared("spacy_architectures"))
+def test_architecture_resolves(name):
+    assert callable(registry.architectures.get(name))
+
+
+def test_factory_in_fresh_interpreter(tiny_bert):
+    """spaCy finds `ner_bert` through its entry point: the script never imports our package."""
+    script = (
+        "import sys, spacy\n"
+        "nlp = spacy.blank('en')\n"
+        f"ner = nlp.add_pipe('ner_bert', config={{'model': {{'tok2vec': {{'name': {tiny_bert!r}}}}}}})\n"
+        "assert 'spacy_ner_bert' in sys.modules\n"
+        "print(type(ner).__name__, nlp.pipe_names)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "NERBert ['ner_bert']"

@@ -1,0 +1,43 @@
+"""Shared test data and helpers."""
+from typing import Dict, List, Optional
+
+import spacy
+from spacy.language import Language
+from spacy.training import Example
+from spacy.util import fix_random_seed
+
+TRAIN_DATA = [
+    ("John Smith visited New York in March .", [(0, 10, "PER"), (19, 27, "LOC"), (31, 36, "TIME")]),
+    ("Obama met Putin in Moscow .", [(0, 5, "PER"), (10, 15, "PER"), (19, 25, "LOC")]),
+    ("The United Nations said the army killed people .", [(4, 18, "ORG")]),
+    ("Google and Microsoft opened offices in London .", [(0, 6, "ORG"), (11, 20, "ORG"), (39, 45, "LOC")]),
+    ("Hurricane Katrina hit on Monday .", [(0, 17, "MISC"), (25, 31, "TIME")]),
+]
+
+
+def ner_config(encoder: str, head: Optional[Dict] = None, **extra) -> Dict:
+    cfg: Dict = {"model": {"tok2vec": {"name": encoder}}}
+    if head is not None:
+        cfg["model"]["head"] = head
+    cfg.update(extra)
+    return cfg
+
+
+def make_examples(nlp: Language, data=TRAIN_DATA) -> List[Example]:
+    return [Example.from_dict(nlp.make_doc(text), {"entities": ents}) for text, ents in data]
+
+
+def trained_nlp(encoder: str, steps: int = 60, head: Optional[Dict] = None, **extra) -> Language:
+    """A blank English pipeline with ner_bert overfit on TRAIN_DATA."""
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner_bert", config=ner_config(encoder, head, **extra))
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(steps):
+        nlp.update(examples, sgd=optimizer, drop=0.0)
+    return nlp
+
+
+def ents_of(doc):
+    return [(e.start_char, e.end_char, e.label_) for e in doc.ents]
