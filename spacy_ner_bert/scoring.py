@@ -1,0 +1,133 @@
+"""Scores: NeMo's token-level report (each word by its first wordpiece) and entity-level P/R/F."""
+from typing import Dict, Iterable, List, Sequence
+
+import numpy
+from spacy.scorer import Scorer
+from spacy.tokens import Doc
+from spacy.training import Example
+
+# NeMo's published ner_en_bert score on the GMB dev split (our test split): macro average.
+NEMO_NER_EN_BERT = {
+    "macro avg": {"precision": 0.7818, "recall": 0.7234, "f1-score": 0.7421},
+    "accuracy": 0.9689,
+}
+
+
+def doc_iob_tags(doc: Doc) -> List[str]:
+    """One IOB tag per token from the doc's entities ('O', 'B-X', 'I-X')."""
+    return [f"{t.ent_iob_}-{t.ent_type_}" if t.ent_iob_ in ("B", "I") else "O" for t in doc]
+
+
+def token_report(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> Dict:
+    """Per-label precision/recall/F1/support, accuracy, macro and weighted averages.
+
+    Same definitions as sklearn's classification_report (0 where undefined), which NeMo uses.
+
+    gold (Sequence[str]): Gold tag per word.
+    pred (Sequence[str]): Predicted tag per word.
+    labels (Sequence[str]): The rows, in order (NeMo's label_ids order).
+    RETURNS (Dict): {label: {precision, recall, f1-score, support}, "accuracy": float,
+        "macro avg": {...}, "weighted avg": {...}}.
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold tags but {len(pred)} predicted tags")
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted((set(gold) | set(pred)) - set(index))
+    if unknown:
+        raise ValueError(f"tags {unknown} are not among the report's labels {list(labels)}")
+    g = numpy.array([index[t] for t in gold], dtype="int64")
+    p = numpy.array([index[t] for t in pred], dtype="int64")
+    n = len(labels)
+    tp = numpy.bincount(g[g == p], minlength=n).astype("float64")
+    support = numpy.bincount(g, minlength=n).astype("float64")
+    predicted = numpy.bincount(p, minlength=n).astype("float64")
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        precision = numpy.where(predicted > 0, tp / predicted, 0.0)
+        recall = numpy.where(support > 0, tp / support, 0.0)
+        f1 = numpy.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    report: Dict = {}
+    for i, label in enumerate(labels):
+        report[label] = {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1-score": float(f1[i]),
+            "support": int(support[i]),
+        }
+    total = int(support.sum())
+    report["accuracy"] = float(tp.sum() / total) if total else 0.0
+    report["macro avg"] = {
+        "precision": float(precision.mean()),
+        "recall": float(recall.mean()),
+        "f1-score": float(f1.mean()),
+        "support": total,
+    }
+    weights = support / total if total else support
+    report["weighted avg"] = {
+        "precision": float((precision * weights).sum()),
+        "recall": float((recall * weights).sum()),
+        "f1-score": float((f1 * weights).sum()),
+        "support": total,
+    }
+    return report
+
+
+def format_token_report(report: Dict, labels: Sequence[str], digits: int = 4) -> str:
+    """The report as NeMo prints it (sklearn's layout, rows named 'X (label_id: N)')."""
+    names = [f"{label} (label_id: {i})" for i, label in enumerate(labels)]
+    width = max(len(n) for n in names + ["weighted avg"])
+    head = " " * width + "".join(f"{h:>11}" for h in ("precision", "recall", "f1-score", "support"))
+    lines = [head, ""]
+    for name, label in zip(names, labels):
+        row = report[label]
+        lines.append(
+            f"{name:>{width}}"
+            + "".join(f"{row[k]:>11.{digits}f}" for k in ("precision", "recall", "f1-score"))
+            + f"{row['support']:>11}"
+        )
+    lines.append("")
+    total = report["macro avg"]["support"]
+    lines.append(f"{'accuracy':>{width}}" + " " * 22 + f"{report['accuracy']:>11.{digits}f}{total:>11}")
+    for avg in ("macro avg", "weighted avg"):
+        row = report[avg]
+        lines.append(
+            f"{avg:>{width}}"
+            + "".join(f"{row[k]:>11.{digits}f}" for k in ("precision", "recall", "f1-score"))
+            + f"{row['support']:>11}"
+        )
+    return "\n".join(lines)
+
+
+def format_nemo_comparison(report: Dict, digits: int = 4) -> str:
+    """Our macro average and accuracy beside NeMo's published ner_en_bert row."""
+    ours, nemo = report["macro avg"], NEMO_NER_EN_BERT["macro avg"]
+    lines = [f"{'':<26}{'precision':>11}{'recall':>11}{'f1-score':>11}{'accuracy':>11}"]
+    for name, row, acc in (
+        ("NeMo ner_en_bert (pub.)", nemo, NEMO_NER_EN_BERT["accuracy"]),
+        ("ours, macro avg", ours, report["accuracy"]),
+    ):
+        lines.append(
+            f"{name:<26}" + "".join(f"{row[k]:>11.{digits}f}" for k in ("precision", "recall", "f1-score"))
+            + f"{acc:>11.{digits}f}"
+        )
+    return "\n".join(lines)
+
+
+def score_examples(examples: Iterable[Example], labels: Sequence[str]) -> Dict:
+    """Token-level report (by word, i.e. by first wordpiece) and entity-level P/R/F.
+
+    examples (Iterable[Example]): predicted docs (annotated) with their gold reference docs;
+        both must have the same tokens (the evaluation docs are built from the gold words).
+    labels (Sequence[str]): IOB labels in report order.
+    RETURNS (Dict): {"token": token_report, "entity": {"p", "r", "f", "per_type"}}.
+    """
+    examples = list(examples)
+    gold: List[str] = []
+    pred: List[str] = []
+    for i, eg in enumerate(examples):
+        if len(eg.predicted) != len(eg.reference):
+            raise ValueError(f"example {i}: predicted and gold docs have different tokens")
+        gold.extend(doc_iob_tags(eg.reference))
+        pred.extend(doc_iob_tags(eg.predicted))
+    ents = Scorer.score_spans(examples, "ents")  # spaCy's NER scorer: what `spacy train` selects checkpoints on
+    entity = {"p": ents["ents_p"], "r": ents["ents_r"], "f": ents["ents_f"], "per_type": ents["ents_per_type"]}
+    return {"token": token_report(gold, pred, labels), "entity": entity}

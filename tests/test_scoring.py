@@ -1,0 +1,56 @@
+"""Token-level scores agree with sklearn's classification_report; entity scores with spaCy's."""
+import numpy
+import pytest
+import spacy
+from sklearn.metrics import classification_report
+from spacy.tokens import Doc
+from spacy.training import Example
+
+from spacy_ner_bert.scoring import format_token_report, score_examples, token_report
+
+LABELS = ["O", "B-GPE", "B-LOC", "B-MISC", "B-ORG", "B-PER", "B-TIME",
+          "I-GPE", "I-LOC", "I-MISC", "I-ORG", "I-PER", "I-TIME"]
+
+
+def test_token_report_matches_sklearn():
+    rng = numpy.random.default_rng(0)
+    gold = list(rng.choice(LABELS[:-1], size=2000, p=[0.8] + [0.2 / 11] * 11))  # I-TIME never gold
+    pred = [g if rng.random() < 0.85 else str(rng.choice(LABELS)) for g in gold]
+    ours = token_report(gold, pred, LABELS)
+    ref = classification_report(gold, pred, labels=LABELS, output_dict=True, zero_division=0)
+    for label in LABELS + ["macro avg", "weighted avg"]:
+        for key in ("precision", "recall", "f1-score", "support"):
+            assert ours[label][key] == pytest.approx(ref[label][key], abs=1e-12), (label, key)
+    assert ours["accuracy"] == pytest.approx(numpy.mean([g == p for g, p in zip(gold, pred)]))
+
+
+def test_hand_computed_example():
+    gold = ["O", "O", "B-PER", "I-PER", "B-LOC"]
+    pred = ["O", "B-PER", "B-PER", "O", "B-LOC"]
+    r = token_report(gold, pred, ["O", "B-PER", "I-PER", "B-LOC"])
+    assert r["O"] == {"precision": 0.5, "recall": 0.5, "f1-score": 0.5, "support": 2}
+    assert r["B-PER"] == {"precision": 0.5, "recall": 1.0, "f1-score": pytest.approx(2 / 3), "support": 1}
+    assert r["I-PER"]["f1-score"] == 0.0 and r["B-LOC"]["f1-score"] == 1.0
+    assert r["accuracy"] == 0.6
+    assert r["macro avg"]["f1-score"] == pytest.approx((0.5 + 2 / 3 + 0 + 1) / 4)
+
+
+def test_format_has_nemo_rows():
+    gold = ["O", "B-PER", "I-PER"]
+    table = format_token_report(token_report(gold, gold, LABELS), LABELS)
+    rows = [line for line in table.splitlines() if "(label_id:" in line]
+    assert [r.split()[0] for r in rows] == LABELS
+    assert "O (label_id: 0)" in rows[0] and "I-TIME (label_id: 12)" in rows[-1]
+    assert any(line.strip().startswith("macro avg") for line in table.splitlines())
+    assert any(line.strip().startswith("weighted avg") for line in table.splitlines())
+
+
+def test_score_examples_entity_level():
+    vocab = spacy.blank("en").vocab
+    words = ["John", "Smith", "went", "to", "Paris"]
+    gold = Doc(vocab, words=words, ents=["B-PER", "I-PER", "O", "O", "B-GPE"])
+    pred = Doc(vocab, words=words, ents=["B-PER", "O", "O", "O", "B-GPE"])
+    scores = score_examples([Example(pred, gold)], LABELS)
+    assert scores["entity"]["p"] == 0.5 and scores["entity"]["r"] == 0.5
+    assert scores["entity"]["per_type"]["GPE"]["f"] == 1.0
+    assert scores["token"]["I-PER"]["recall"] == 0.0

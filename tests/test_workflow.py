@@ -1,0 +1,100 @@
+"""The spaCy project `demo` chain end to end, on a tiny synthetic GMB zip with the tiny encoder."""
+import hashlib
+import json
+import random
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+NEMO_LABELS = (ROOT / "configs" / "gmb_labels.txt").read_text().split()
+
+PEOPLE = ["John", "Mary", "Obama", "Putin", "Merkel"]
+PLACES = ["Paris", "London", "Moscow", "Baghdad", "Berlin"]
+COUNTRIES = ["Iraq", "Iran", "China", "France"]
+DAYS = ["Monday", "Friday", "March"]
+
+
+def synthetic_sentence(rng):
+    p, c, d = rng.choice(PEOPLE), rng.choice(COUNTRIES), rng.choice(DAYS)
+    words = [p, "met", "the", "United", "Nations", "in", rng.choice(PLACES), ",", c, "on", d, "."]
+    tags = ["B-PER", "O", "O", "B-ORG", "I-ORG", "O", "B-LOC", "O", "B-GPE", "O", "B-TIME", "O"]
+    return " ".join(words), " ".join(tags)
+
+
+def make_zip(folder: Path, n_train: int, n_dev: int) -> str:
+    rng = random.Random(0)
+    name = "gmb_v_2.2.0_clean"
+    path = folder / f"{name}.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for split, n in (("train", n_train), ("dev", n_dev)):
+            rows = [synthetic_sentence(rng) for _ in range(n)]
+            zf.writestr(f"{name}/text_{split}.txt", "".join(t + "\n" for t, _ in rows))
+            zf.writestr(f"{name}/labels_{split}.txt", "".join(lab + "\n" for _, lab in rows))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    proj = tmp_path_factory.mktemp("project")
+    for item in ("project.yml", "configs", "scripts"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, proj / item)
+    data = tmp_path_factory.mktemp("data")
+    return proj, data, make_zip(data, n_train=260, n_dev=60)
+
+
+def run_project(proj: Path, command: str, *overrides: str):
+    args = [sys.executable, "-m", "spacy", "project", "run", command, str(proj), *overrides]
+    return subprocess.run(args, capture_output=True, text=True, cwd=proj, timeout=600)
+
+
+def test_demo_workflow(project, tiny_bert):
+    proj, data, sha = project
+    overrides = [
+        "--vars.encoder", tiny_bert, "--vars.data_dir", str(data), "--vars.data_sha256", sha,
+        "--vars.demo_train_limit", "200", "--vars.demo_dev_size", "20", "--vars.demo_test_limit", "40",
+        "--vars.demo_max_steps", "2", "--vars.demo_eval_frequency", "1", "--vars.vis_docs", "5",
+    ]
+    out = run_project(proj, "demo", *overrides)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    # the NeMo-format table is printed, and NeMo's published row beside ours
+    assert "O (label_id: 0)" in out.stdout and "I-TIME (label_id: 12)" in out.stdout
+    assert "NeMo ner_en_bert (pub.)" in out.stdout
+
+    report = json.loads((proj / "metrics/demo/token_report.json").read_text())
+    rows = [k for k in report if k not in ("accuracy", "macro avg", "weighted avg")]
+    assert rows == NEMO_LABELS
+    assert report["macro avg"]["support"] == 40 * 12
+    for row in rows:
+        assert set(report[row]) == {"precision", "recall", "f1-score", "support"}
+    entity = json.loads((proj / "metrics/demo/entity_scores.json").read_text())
+    assert set(entity) == {"p", "r", "f", "per_type"}
+    html = (proj / "visualize/demo.html").read_text()
+    assert html.count('class="entities"') == 5
+    assert list((proj / "packages/demo").glob("*/dist/*.tar.gz")), "spacy package built nothing"
+
+    # A second run skips every step whose deps and outputs are unchanged.
+    again = run_project(proj, "demo", *overrides)
+    assert again.returncode == 0
+    assert again.stdout.count("Skipping") >= 4, again.stdout[-2000:]
+
+
+def test_assets_wrong_checksum(project, tiny_bert):
+    proj, data, _ = project
+    out = run_project(proj, "assets", "--vars.data_dir", str(data), "--vars.data_sha256", "beef" * 16,
+                      "--vars.data_zip", "gmb_v_2.2.0_clean.zip", "--vars.data_url", "none")
+    assert out.returncode != 0
+    assert f"expected {'beef' * 16}" in out.stderr and "gmb_v_2.2.0_clean.zip: sha256 is" in out.stderr
+
+
+def test_assets_missing_says_where_it_looked(project, tmp_path):
+    proj, _, sha = project
+    out = run_project(proj, "assets", "--vars.data_dir", str(tmp_path), "--vars.data_sha256", sha,
+                      "--vars.data_zip", "other.zip", "--vars.data_url", "none")
+    assert out.returncode != 0
+    assert str(tmp_path / "other.zip") in out.stderr and "not found" in out.stderr
