@@ -60,6 +60,7 @@ Decoded = Tuple[List[numpy.ndarray], List[numpy.ndarray]]
         "overwrite": True,
         "spans_key": DEFAULT_SPANS_KEY,
         "label_smoothing": 0.0,
+        "class_weighting": 0.0,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
@@ -71,6 +72,7 @@ def make_ner_bert(
     overwrite: bool,
     spans_key: str,
     label_smoothing: float,
+    class_weighting: float,
     scorer: Optional[Callable],
 ) -> "NERBert":
     """Create a BERT token-classification NER component.
@@ -79,6 +81,9 @@ def make_ner_bert(
     overwrite (bool): Replace existing doc.ents; if False, only add non-overlapping entities.
     spans_key (str): Key in doc.spans for the entities with their scores ("" to skip).
     label_smoothing (float): Label smoothing of the training cross-entropy (0 = none).
+    class_weighting (float): Weight each gold tag by (its frequency / the most frequent
+        tag's)^-class_weighting in the loss, counted on the training data at initialize, so rare
+        tags (I-GPE, B-MISC) count more; 0 = unweighted cross-entropy.
     scorer (Optional[Callable]): Scoring method (spaCy's NER scorer by default).
     """
     return NERBert(
@@ -88,6 +93,7 @@ def make_ner_bert(
         overwrite=overwrite,
         spans_key=spans_key,
         label_smoothing=label_smoothing,
+        class_weighting=class_weighting,
         scorer=scorer,
     )
 
@@ -104,6 +110,7 @@ class NERBert(TrainablePipe):
         overwrite: bool = True,
         spans_key: str = DEFAULT_SPANS_KEY,
         label_smoothing: float = 0.0,
+        class_weighting: float = 0.0,
         scorer: Optional[Callable] = None,
     ) -> None:
         """Initialize the component.
@@ -114,10 +121,13 @@ class NERBert(TrainablePipe):
         overwrite (bool): Replace existing doc.ents.
         spans_key (str): Key in doc.spans for scored entities ("" to skip).
         label_smoothing (float): Label smoothing for training.
+        class_weighting (float): Exponent of the inverse-frequency tag weights (0 = none).
         scorer (Optional[Callable]): The scoring method.
         """
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"[ner_bert] label_smoothing must be in [0, 1), got {label_smoothing}.")
+        if not 0.0 <= class_weighting <= 1.0:
+            raise ValueError(f"[ner_bert] class_weighting must be in [0, 1], got {class_weighting}.")
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -128,6 +138,8 @@ class NERBert(TrainablePipe):
             "overwrite": overwrite,
             "spans_key": spans_key,
             "label_smoothing": label_smoothing,
+            "class_weighting": class_weighting,
+            "class_weights": None,
         }
         self._tags_cache: Optional[IOBTags] = None
 
@@ -309,11 +321,17 @@ class NERBert(TrainablePipe):
         smoothing = self.cfg["label_smoothing"]
         if smoothing:
             target = target * (1.0 - smoothing) + smoothing / probs.shape[1]
-        log_probs = xp.where(target > 0, shifted - xp.log(exp.sum(axis=1, keepdims=True)), 0.0)
-        loss = float(-(target * log_probs)[known].sum()) / n_known
+        log_probs = xp.where(
+            (target > 0) & known[:, None], shifted - xp.log(exp.sum(axis=1, keepdims=True)), 0.0
+        )
+        weights = known.astype(probs.dtype)
+        if self.cfg.get("class_weights"):
+            table = xp.asarray(self.cfg["class_weights"], dtype=probs.dtype)
+            weights = weights * table[xp.where(known, gold, 0)]
+        loss = float(-(target * log_probs * weights[:, None]).sum()) / n_known
         if numpy.isnan(loss):
             raise ValueError("[ner_bert] The loss is NaN: lower the learning rate or check the data.")
-        d_logits = (probs - target) * known[:, None] / n_known
+        d_logits = (probs - target) * weights[:, None] / n_known
         return loss, ops.unflatten(d_logits.astype("float32"), ops.asarray1i(lengths))
 
     def initialize(
@@ -339,6 +357,9 @@ class NERBert(TrainablePipe):
             self._set_tags(IOBTags.from_entity_types(sorted(found)))
         for label in self.labels:
             self.vocab.strings.add(label)
+        self.cfg["class_weights"] = None
+        if self.cfg["class_weighting"]:
+            self.cfg["class_weights"] = self._class_weights(get_examples())
         doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
         if not any(len(doc) for doc in doc_sample):
             doc_sample = [Doc(self.vocab, words=["ner", "bert"])]
@@ -348,6 +369,17 @@ class NERBert(TrainablePipe):
             self.model.initialize(X=doc_sample, Y=label_sample)
         except OSError as err:  # transformers' "can't load" errors
             raise ValueError(f"[ner_bert] Could not load the encoder: {err}") from err
+
+    def _class_weights(self, examples: Iterable[Example]) -> List[float]:
+        """Inverse-frequency tag weights, normalized to a mean of 1 over the gold tokens."""
+        counts = numpy.zeros(len(self.tags), dtype="float64")
+        for ids in self.gold_tag_ids(list(examples)):
+            counts += numpy.bincount(ids[ids != MISSING], minlength=len(self.tags))
+        if not counts.sum():
+            return [1.0] * len(self.tags)
+        weights = (numpy.maximum(counts, 1.0) / counts.max()) ** -self.cfg["class_weighting"]
+        weights /= (weights * counts).sum() / counts.sum()
+        return [float(w) for w in weights]
 
     def _check_encoders(self) -> None:
         for node in self.model.walk():

@@ -241,3 +241,31 @@ def test_overwrite_false_keeps_existing_entities(tiny_bert):
 def test_label_smoothing_trains(tiny_bert):
     nlp = trained_nlp(tiny_bert, steps=80, label_smoothing=0.1)
     assert nlp.evaluate(make_examples(nlp))["ents_f"] == 1.0
+
+
+def test_class_weighting(tiny_bert):
+    nlp = trained_nlp(tiny_bert, steps=80, class_weighting=0.5)
+    ner = nlp.get_pipe("ner_bert")
+    weights = dict(zip(ner.tags.tags, ner.cfg["class_weights"]))
+    assert weights["B-MISC"] > weights["B-PER"] > weights["O"]  # MISC is rarest here, O commonest
+    assert nlp.evaluate(make_examples(nlp))["ents_f"] == 1.0
+    with make_tempdir() as d:
+        nlp.to_disk(d)
+        assert spacy.load(d).get_pipe("ner_bert").cfg["class_weights"] == pytest.approx(ner.cfg["class_weights"])
+
+
+def test_loss_finite_with_smoothing_and_forced_rows(tiny_bert):
+    nlp = trained_nlp(tiny_bert, steps=5, label_smoothing=0.2, class_weighting=0.3)
+    ner = nlp.get_pipe("ner_bert")
+    doc = Doc(nlp.vocab, words=["John", "\u200b", "Smith"], ents=["B-PER", "O", "B-PER"])
+    eg = Example(Doc(nlp.vocab, words=["John", "\u200b", "Smith"]), doc)
+    loss, grads = ner.get_loss([eg], ner.model.predict([eg.predicted]))
+    assert numpy.isfinite(loss) and loss > 0
+    g = ner.model.ops.to_numpy(grads[0])
+    assert numpy.isfinite(g).all() and (g[1] == 0).all()
+
+
+@pytest.mark.parametrize("bad", [{"label_smoothing": 1.0}, {"class_weighting": -0.1}])
+def test_bad_loss_settings(tiny_bert, bad):
+    with pytest.raises(ValueError, match="must be in"):
+        spacy.blank("en").add_pipe("ner_bert", config=ner_config(tiny_bert, **bad))
