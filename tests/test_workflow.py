@@ -76,12 +76,27 @@ def test_demo_workflow(project, tiny_bert):
     assert set(entity) == {"p", "r", "f", "per_type"}
     html = (proj / "visualize/demo.html").read_text()
     assert html.count('class="entities"') == 5
-    assert list((proj / "packages/demo").glob("*/dist/*.tar.gz")), "spacy package built nothing"
+    sdists = list((proj / "packages/demo").glob("*/dist/*.tar.gz"))
+    assert len(sdists) == 1, "spacy package built nothing"
+    check_package_installs(sdists[0], proj.parent / "site")
 
     # A second run skips every step whose deps and outputs are unchanged.
     again = run_project(proj, "demo", *overrides)
     assert again.returncode == 0
     assert again.stdout.count("Skipping") >= 4, again.stdout[-2000:]
+
+
+def check_package_installs(sdist: Path, target: Path):
+    """The packaged pipeline pip-installs and spacy.load()s it by name, in a fresh interpreter."""
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(sdist)],
+                         capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    name = sdist.name[: -len("-0.1.0.tar.gz")]
+    script = f"import spacy; nlp = spacy.load({name!r}); print(nlp.pipe_names, nlp.meta['requirements'][0])"
+    env = {**__import__("os").environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd="/", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("]")[0] == "['ner_bert'" and "spacy-ner-bert>=" in out.stdout
 
 
 def test_assets_wrong_checksum(project, tiny_bert):

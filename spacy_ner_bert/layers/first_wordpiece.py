@@ -73,7 +73,8 @@ def forward(model: Model, trf_datas: List[TransformerData], is_train: bool):
         scale = ops.asarray2f((1.0 / numpy.maximum(counts, 1)).reshape(-1, 1))
         Y = ops.alloc2f(n_tokens, width)
         if len(rows):
-            ops.scatter_add(Y, owners_x, ops.asarray2f(src[rows_x], dtype="float32"))
+            # ufunc.at, not ops.scatter_add: thinc's cupy path calls a method cupy 14 deprecates.
+            ops.xp.add.at(Y, owners_x, ops.asarray2f(src[rows_x], dtype="float32"))
         Y *= scale
         outputs.append(Y)
         callbacks.append((trf_data, hidden.shape, hidden.dtype, rows_x, owners_x, scale))
@@ -88,7 +89,7 @@ def forward(model: Model, trf_datas: List[TransformerData], is_train: bool):
             trf_data, shape, dtype, rows_x, owners_x, scale = info
             d_src = ops.alloc2f(shape[0] * shape[1], shape[2])
             if len(rows_x):
-                ops.scatter_add(d_src, rows_x, (d_out * scale)[owners_x])
+                ops.xp.add.at(d_src, rows_x, (d_out * scale)[owners_x])
             d_src *= grad_factor
             d_hidden = d_src.reshape(shape).astype(dtype, copy=False)
             d_trf_datas.append(
