@@ -61,6 +61,7 @@ Decoded = Tuple[List[numpy.ndarray], List[numpy.ndarray]]
         "spans_key": DEFAULT_SPANS_KEY,
         "label_smoothing": 0.0,
         "class_weighting": 0.0,
+        "checkpoint": None,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
@@ -73,6 +74,7 @@ def make_ner_bert(
     spans_key: str,
     label_smoothing: float,
     class_weighting: float,
+    checkpoint: Optional[str],
     scorer: Optional[Callable],
 ) -> "NERBert":
     """Create a BERT token-classification NER component.
@@ -84,8 +86,29 @@ def make_ner_bert(
     class_weighting (float): Weight each gold tag by (its frequency / the most frequent
         tag's)^-class_weighting in the loss, counted on the training data at initialize, so rare
         tags (I-GPE, B-MISC) count more; 0 = unweighted cross-entropy.
+    checkpoint (Optional[str]): A trained model to start from: a Hugging Face token-classification
+        directory or a NeMo .nemo file. Its encoder, head and labels replace `model` and are
+        ready to use without initialize. The saved pipeline keeps this path in its config and
+        reads the checkpoint's layout again on load: for a pipeline that stands alone, use
+        `python -m spacy_ner_bert convert-hf/convert-nemo`.
     scorer (Optional[Callable]): Scoring method (spaCy's NER scorer by default).
     """
+    if checkpoint:
+        from spacy.util import registry
+
+        from .checkpoints import load_into_pipe, model_config, read_checkpoint
+
+        ckpt = read_checkpoint(checkpoint)
+        try:
+            model = registry.resolve({"model": model_config(ckpt)})["model"]
+            pipe = NERBert(
+                nlp.vocab, model, name, overwrite=overwrite, spans_key=spans_key,
+                label_smoothing=label_smoothing, class_weighting=class_weighting, scorer=scorer,
+            )
+            load_into_pipe(pipe, ckpt)
+        finally:
+            ckpt.cleanup()
+        return pipe
     return NERBert(
         nlp.vocab,
         model,
@@ -348,6 +371,15 @@ class NERBert(TrainablePipe):
         labels (Optional[Sequence[str]]): Entity types (e.g. "PER") or IOB tags (e.g. "B-PER").
         """
         validate_get_examples(get_examples, "NERBert.initialize")
+        if self.cfg.get("checkpoint_loaded"):
+            # Weights and labels came from a checkpoint: keep them (fine-tuning starts there).
+            if labels is not None and IOBTags.from_entity_types(labels).entity_types != self.labels:
+                raise ValueError(
+                    f"[ner_bert] labels {list(labels)} differ from the checkpoint's {list(self.labels)}"
+                )
+            if self.cfg["class_weighting"]:
+                self.cfg["class_weights"] = self._class_weights(get_examples())
+            return
         if labels is not None:
             self._set_tags(IOBTags.from_entity_types(labels))
         else:
