@@ -92,7 +92,7 @@ def check_package_installs(sdist: Path, target: Path):
                          capture_output=True, text=True, timeout=300)
     assert pip.returncode == 0, pip.stderr[-2000:]
     name = sdist.name[: -len("-0.1.0.tar.gz")]
-    script = f"import spacy; nlp = spacy.load({name!r}); print(nlp.pipe_names, nlp.meta['requirements'][0])"
+    script = f"import spacy; nlp = spacy.load({name!r}); print(nlp.pipe_names, nlp.meta['requirements'])"
     env = {**__import__("os").environ, "PYTHONPATH": str(target)}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd="/", timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
