@@ -47,6 +47,9 @@ dropout = 0.5
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 DEFAULT_SPANS_KEY = "ner_bert"
+# Docs are predicted in sub-batches of similar length, padded size (longest x count) at most this
+# many tokens: padding a batch to its longest doc is what costs, not the number of forward calls.
+PREDICT_TOKEN_BUDGET = 2048
 
 # (tag ids, probability of each chosen tag) per doc
 Decoded = Tuple[List[numpy.ndarray], List[numpy.ndarray]]
@@ -119,6 +122,27 @@ def make_ner_bert(
         class_weighting=class_weighting,
         scorer=scorer,
     )
+
+
+def length_buckets(lengths: Sequence[int], budget: int) -> List[List[int]]:
+    """Indices grouped by length (shortest first), each group's longest x size <= budget.
+
+    lengths (Sequence[int]): Length of each doc.
+    budget (int): Padded tokens per group (a doc longer than it gets a group of its own).
+    RETURNS (List[List[int]]): Groups of indices into `lengths`.
+    """
+    order = numpy.argsort(numpy.asarray(lengths), kind="stable")
+    groups: List[List[int]] = []
+    current: List[int] = []
+    for i in order:
+        # Sorted ascending, so lengths[i] is the longest so far in the group.
+        if current and lengths[i] * (len(current) + 1) > budget:
+            groups.append(current)
+            current = []
+        current.append(int(i))
+    if current:
+        groups.append(current)
+    return groups
 
 
 class NERBert(TrainablePipe):
@@ -228,8 +252,11 @@ class NERBert(TrainablePipe):
         if not any(len(doc) for doc in docs):
             # Nothing to run the encoder on: every doc is empty.
             return [numpy.zeros((len(d),), "int64") for d in docs], [numpy.zeros((len(d),)) for d in docs]
-        scores = self.model.predict(docs)
-        return decode_docs([self.model.ops.to_numpy(s) for s in scores], self.tags)
+        scores: List = [None] * len(docs)
+        for chunk in length_buckets([len(d) for d in docs], PREDICT_TOKEN_BUDGET):
+            for i, s in zip(chunk, self.model.predict([docs[i] for i in chunk])):
+                scores[i] = self.model.ops.to_numpy(s)
+        return decode_docs(scores, self.tags)
 
     def set_annotations(self, docs: Iterable[Doc], decoded: Decoded) -> None:
         """Write doc.ents, token IOB/type and doc.spans[spans_key] with entity scores.

@@ -269,3 +269,14 @@ def test_loss_finite_with_smoothing_and_forced_rows(tiny_bert):
 def test_bad_loss_settings(tiny_bert, bad):
     with pytest.raises(ValueError, match="must be in"):
         spacy.blank("en").add_pipe("ner_bert", config=ner_config(tiny_bert, **bad))
+
+
+def test_length_buckets():
+    from spacy_ner_bert.pipe import length_buckets
+
+    lengths = [5, 50, 1, 7, 300, 5, 0]
+    groups = length_buckets(lengths, budget=20)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        assert max(lengths[i] for i in g) * len(g) <= 20 or len(g) == 1
+    assert [lengths[g[0]] for g in groups] == sorted(lengths[g[0]] for g in groups)
