@@ -229,11 +229,6 @@ class NERBert(TrainablePipe):
         self.cfg["labels"] = list(tags.entity_types)
 
     def _require_no_output_width(self, action: str) -> None:
-        if self.model.has_dim("nO") and self.model.get_dim("nO") != len(self.tags):
-            raise ValueError(
-                f"[ner_bert] Cannot {action}: the model was built for {len(self.tags)} tags. "
-                "Add labels before nlp.initialize()."
-            )
         if self.model.has_dim("nO"):
             raise ValueError(
                 f"[ner_bert] Cannot {action} after the model is initialized: "
