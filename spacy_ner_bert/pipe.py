@@ -249,6 +249,11 @@ class NERBert(TrainablePipe):
             return [numpy.zeros((len(d),), "int64") for d in docs], [numpy.zeros((len(d),)) for d in docs]
         scores: List = [None] * len(docs)
         for chunk in length_buckets([len(d) for d in docs], PREDICT_TOKEN_BUDGET):
+            if not any(len(docs[i]) for i in chunk):
+                # A group of empty docs only (the encoder cannot run on it): nothing to score.
+                for i in chunk:
+                    scores[i] = numpy.zeros((0, len(self.tags)), dtype="float32")
+                continue
             for i, s in zip(chunk, self.model.predict([docs[i] for i in chunk])):
                 scores[i] = self.model.ops.to_numpy(s)
         return decode_docs(scores, self.tags)

@@ -101,6 +101,10 @@ def test_empty_and_whitespace_docs(nlp):
         assert nlp(text).ents == ()
     # a batch of empty docs only
     assert [d.ents for d in nlp.pipe(["", " ", ""])] == [(), (), ()]
+    # empty docs beside one so long that they form a sub-batch of their own
+    long_text = " ".join([texts[3]] * 400)
+    docs = list(nlp.pipe(["", long_text, ""], batch_size=3))
+    assert docs[0].ents == () and docs[2].ents == () and len(docs[1].ents) > 100
 
 
 def test_update_on_empty_batch(nlp):
