@@ -17,7 +17,6 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer, BertCon
 
 from spacy_ner_bert.checkpoints import CheckpointError, read_hf, read_nemo
 from spacy_ner_bert.decode import decode_docs
-from spacy_ner_bert.tags import IOBTags
 
 from util import ents_of
 

@@ -6,7 +6,7 @@ import torch
 from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import make_tempdir
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoTokenizer
 
 from util import TRAIN_DATA, ents_of, make_examples, ner_config, trained_nlp
 
