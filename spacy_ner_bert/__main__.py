@@ -49,5 +49,27 @@ def convert_hf(
     _convert(read_hf, source, out_dir, lang)
 
 
+@app.command("export-hf")
+def export_hf_command(
+    pipeline: Path = typer.Argument(..., help="A spaCy pipeline directory with a trained ner_bert component"),
+    out_dir: Path = typer.Argument(..., help="HF directory to write (must not exist or be empty)"),
+    component: str = typer.Option("ner_bert", help="Name of the ner_bert component"),
+):
+    """Export a ner_bert component (linear head, no casing features) as a HF token-classification directory."""
+    import spacy
+
+    from .checkpoints import CheckpointError, export_hf
+
+    if not pipeline.is_dir():
+        typer.echo(f"error: {pipeline}: not a pipeline directory", err=True)
+        raise typer.Exit(1)
+    try:
+        export_hf(spacy.load(pipeline), out_dir, component=component)
+    except CheckpointError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"wrote {out_dir} (AutoModelForTokenClassification.from_pretrained('{out_dir}'))")
+
+
 if __name__ == "__main__":
     app()

@@ -266,3 +266,65 @@ def test_nemo_bad_inputs_leave_nothing(tiny_bert, tmp_path, case, message):
     assert run.returncode == 1 and "error:" in run.stderr
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+# --- export to a HF token-classification directory ----------------------------------------
+
+
+def _linear_nlp(tiny_bert, **model):
+    from util import trained_nlp
+
+    return trained_nlp(tiny_bert, steps=30, head={"@architectures": "spacy-ner-bert.LinearHead.v1"}, **model)
+
+
+def test_export_hf_equals_our_scores(tiny_bert, tmp_path):
+    nlp = _linear_nlp(tiny_bert)
+    out = tmp_path / "hf"
+    run = subprocess.run([sys.executable, "-m", "spacy_ner_bert", "export-hf", str(_saved(nlp, tmp_path)), str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    reference = AutoModelForTokenClassification.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    tags = list(nlp.get_pipe("ner_bert").tags.tags)
+    assert [reference.config.id2label[i] for i in range(len(tags))] == tags
+
+    def logits(enc):
+        with torch.no_grad():
+            return reference(**enc).logits[0].numpy()
+
+    compare_to_reference(nlp, logits, tokenizer, tags)
+    # ... and imports back to the same pipeline.
+    back = spacy.blank("en")
+    back.add_pipe("ner_bert", config={"checkpoint": str(out)})
+    for text in TEXTS + ["John Smith visited New York in March ."]:
+        assert ents_of(back(text)) == ents_of(nlp(text))
+
+
+def _saved(nlp, tmp_path):
+    path = tmp_path / "pipeline"
+    nlp.to_disk(path)
+    return path
+
+
+def test_export_hf_refuses_what_hf_cannot_hold(tiny_bert, tmp_path):
+    from spacy_ner_bert.checkpoints import export_hf
+    from util import trained_nlp
+
+    mlp = trained_nlp(tiny_bert, steps=1)
+    with pytest.raises(CheckpointError, match="mlp_head' head: only a linear head"):
+        export_hf(mlp, tmp_path / "a")
+    with pytest.raises(CheckpointError, match="no component 'ner'"):
+        export_hf(mlp, tmp_path / "a", component="ner")
+    assert not (tmp_path / "a").exists()
+    nonempty = tmp_path / "b"
+    nonempty.mkdir()
+    (nonempty / "keep.txt").write_text("x")
+    with pytest.raises(CheckpointError, match="not empty"):
+        export_hf(_linear_nlp(tiny_bert), nonempty)
+    assert [p.name for p in nonempty.iterdir()] == ["keep.txt"]
+
+
+def test_export_hf_cli_bad_pipeline_path(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "spacy_ner_bert", "export-hf", str(tmp_path / "nope"), str(tmp_path / "o")],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "not a pipeline directory" in run.stderr

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from .common import CheckpointError, ImportedCheckpoint, load_into_pipe, model_config, write_pipeline
+from .export import export_hf
 from .hf import read_hf
 from .nemo import read_nemo
 
@@ -17,4 +18,4 @@ def read_checkpoint(path) -> ImportedCheckpoint:
 
 
 __all__ = ["CheckpointError", "ImportedCheckpoint", "read_checkpoint", "read_hf", "read_nemo",
-           "load_into_pipe", "model_config", "write_pipeline"]
+           "load_into_pipe", "model_config", "write_pipeline", "export_hf"]

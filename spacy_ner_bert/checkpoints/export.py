@@ -1,0 +1,83 @@
+"""Export a ner_bert component as a Hugging Face token-classification directory."""
+import shutil
+import tempfile
+from pathlib import Path
+
+from .common import CheckpointError
+
+
+def export_hf(nlp, out_dir: Path, component: str = "ner_bert") -> Path:
+    """Write `component` of `nlp` as a HF AutoModelForTokenClassification directory.
+
+    Possible when the component's model is what BertForTokenClassification computes: an
+    encoder it owns (spacy-ner-bert.TransformerEncoder.v1), a linear head
+    (spacy-ner-bert.LinearHead.v1) and no casing features. The labels become id2label in our tag
+    order (O is id 0). HF's pipeline then labels each word by its first wordpiece with
+    aggregation_strategy="first"; it does not constrain the IOB sequence as ner_bert does.
+
+    nlp (Language): A pipeline with a trained ner_bert component.
+    out_dir (Path): Directory to write (must not exist or be empty); written atomically.
+    component (str): The component's name.
+    RETURNS (Path): out_dir.
+    """
+    import torch
+    from spacy_transformers.layers import TransformerModel
+    from transformers import AutoModelForTokenClassification
+
+    if component not in nlp.pipe_names:
+        raise CheckpointError(f"no component {component!r} in the pipeline (it has {nlp.pipe_names})")
+    pipe = nlp.get_pipe(component)
+    model = pipe.model
+    if not model.has_dim("nO"):
+        raise CheckpointError(f"{component!r} is not initialized: nothing to export")
+    if model.attrs.get("with_case"):
+        raise CheckpointError(
+            f"{component!r} uses casing features (TokenClassifier.v2 case_features = true), which a "
+            "HF token-classification model cannot represent"
+        )
+    head = model.get_ref("head")
+    if head.name != "linear":
+        raise CheckpointError(
+            f"{component!r} has a {head.name!r} head: only a linear head (spacy-ner-bert.LinearHead.v1) "
+            "maps onto a HF token-classification model"
+        )
+    encoders = [node for node in model.walk() if isinstance(node, TransformerModel)]
+    if not encoders:
+        raise CheckpointError(
+            f"{component!r} listens to a shared transformer component: export needs the encoder "
+            "inside the component (spacy-ner-bert.TransformerEncoder.v1)"
+        )
+    encoder = encoders[0]
+    transformer, tokenizer = encoder.transformer, encoder.tokenizer
+    tags = list(pipe.tags.tags)
+    config = transformer.config.__class__.from_dict(transformer.config.to_dict())
+    config.id2label = dict(enumerate(tags))
+    config.label2id = {tag: i for i, tag in enumerate(tags)}
+    config.num_labels = len(tags)
+    config.architectures = None
+    net = AutoModelForTokenClassification.from_config(config)
+    base = getattr(net, net.base_model_prefix)
+    missing, unexpected = base.load_state_dict(transformer.state_dict(), strict=False)
+    unexpected = [k for k in unexpected if not k.startswith("pooler.")]
+    if missing or unexpected:
+        raise CheckpointError(f"encoder weights do not fit {type(net).__name__}: missing {missing}, unexpected {unexpected}")
+    W = model.ops.to_numpy(head.get_param("W"))
+    b = model.ops.to_numpy(head.get_param("b"))
+    with torch.no_grad():
+        net.classifier.weight.copy_(torch.from_numpy(W.copy()))
+        net.classifier.bias.copy_(torch.from_numpy(b.copy()))
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise CheckpointError(f"{out_dir} exists and is not empty")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        net.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            out_dir.rmdir()
+        tmp.replace(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
