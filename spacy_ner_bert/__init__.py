@@ -1,5 +1,5 @@
 """spacy-ner-bert: BERT token-classification NER for spaCy (NeMo's ner_en_bert recipe)."""
-from . import architectures  # noqa: F401  (registers the architectures)
+from . import architectures, scoring  # noqa: F401  (register the architectures and the scorer)
 from .pipe import NERBert, make_ner_bert
 from .tags import IOBTags
 from .threads import install_fork_guard

@@ -26,6 +26,27 @@ def build_token_classifier(
     return token_classifier(tok2vec, head)
 
 
+@registry.architectures("spacy-ner-bert.TokenClassifier.v2")
+def build_token_classifier_v2(
+    *,
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    head: Model[Floats2d, Floats2d],
+    case_features: bool = True,
+) -> Model[List[Doc], List[Floats2d]]:
+    """BERT token classification, the head also seeing each token's casing.
+
+    An uncased encoder (MiniLM, bert-base-uncased) cannot tell "Apple" from "apple"; with
+    case_features the head's input is the first-wordpiece vector followed by 7 casing flags
+    (lower, upper, title, mixed, uncased, digit, sentence start; layers/case_features.py).
+
+    tok2vec (Model[List[Doc], List[Floats2d]]): First-wordpiece token vectors (as in v1).
+    head (Model[Floats2d, Floats2d]): spacy-ner-bert.LinearHead.v1 or spacy-ner-bert.MLPHead.v1.
+    case_features (bool): Append the casing flags (False: the same model as v1).
+    RETURNS (Model[List[Doc], List[Floats2d]]): The model; its output width is set at initialize.
+    """
+    return token_classifier(tok2vec, head, with_case=case_features)
+
+
 @registry.architectures("spacy-ner-bert.TransformerEncoder.v1")
 def build_transformer_encoder(
     *,

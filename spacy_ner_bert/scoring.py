@@ -5,6 +5,7 @@ import numpy
 from spacy.scorer import Scorer
 from spacy.tokens import Doc
 from spacy.training import Example
+from spacy.util import registry
 
 # NeMo's published ner_en_bert score on the GMB dev split (our test split): macro average.
 NEMO_NER_EN_BERT = {
@@ -131,3 +132,66 @@ def score_examples(examples: Iterable[Example], labels: Sequence[str]) -> Dict:
     ents = Scorer.score_spans(examples, "ents")  # spaCy's NER scorer: what `spacy train` selects checkpoints on
     entity = {"p": ents["ents_p"], "r": ents["ents_r"], "f": ents["ents_f"], "per_type": ents["ents_per_type"]}
     return {"token": token_report(gold, pred, labels), "entity": entity}
+
+
+def gold_word_tags(eg: Example) -> List[str]:
+    """The predicted IOB tag of each gold word: the tag of the first predicted token it aligns to.
+
+    When the two tokenizations agree this is just the predicted doc's tags; a gold word that
+    aligns to no predicted token (only whitespace differs) counts as O.
+
+    eg (Example): A predicted doc and its gold reference.
+    RETURNS (List[str]): One tag per token of eg.reference.
+    """
+    pred = doc_iob_tags(eg.predicted)
+    if [t.text for t in eg.predicted] == [t.text for t in eg.reference]:
+        return pred
+    y2x = eg.alignment.y2x
+    lengths = numpy.asarray(y2x.lengths)
+    data = numpy.asarray(y2x.data)
+    starts = numpy.cumsum(lengths) - lengths
+    return [pred[data[s]] if n else "O" for s, n in zip(starts, lengths)]
+
+
+def token_scores(examples: Iterable[Example]) -> Dict[str, object]:
+    """Token-level P/R/F as NeMo reports them, by gold word, over the tags seen in gold or predictions.
+
+    RETURNS (Dict): token_acc, token_macro_p/r/f and token_per_tag ({tag: {p, r, f}}).
+    """
+    gold: List[str] = []
+    pred: List[str] = []
+    for eg in examples:
+        gold.extend(doc_iob_tags(eg.reference))
+        pred.extend(gold_word_tags(eg))
+    labels = ["O"] + sorted((set(gold) | set(pred)) - {"O"}, key=lambda t: (t[2:], t[0]))
+    report = token_report(gold, pred, labels) if gold else None
+    if report is None:
+        return {"token_acc": None, "token_macro_p": None, "token_macro_r": None, "token_macro_f": None,
+                "token_per_tag": None}
+    macro = report["macro avg"]
+    return {
+        "token_acc": report["accuracy"],
+        "token_macro_p": macro["precision"],
+        "token_macro_r": macro["recall"],
+        "token_macro_f": macro["f1-score"],
+        "token_per_tag": {
+            t: {"p": report[t]["precision"], "r": report[t]["recall"], "f": report[t]["f1-score"]} for t in labels
+        },
+    }
+
+
+def score_ner_bert(examples: Iterable[Example], **kwargs) -> Dict[str, object]:
+    """spaCy's entity scores (ents_p/r/f, ents_per_type) plus NeMo's token-level ones.
+
+    `spacy train` can then select checkpoints on token_macro_f, the figure NeMo reports.
+    """
+    examples = list(examples)
+    scores: Dict[str, object] = dict(Scorer.score_spans(examples, "ents", **kwargs))
+    scores.update(token_scores(examples))
+    return scores
+
+
+@registry.scorers("spacy-ner-bert.ner_scorer.v1")
+def make_ner_bert_scorer():
+    """Entity-level scores (as spacy.ner_scorer.v1) and token-level macro P/R/F (token_macro_f)."""
+    return score_ner_bert

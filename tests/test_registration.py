@@ -20,7 +20,7 @@ def declared(group):
 
 def test_entry_points_installed():
     """What setup.cfg declares is what the installed distribution exposes."""
-    for group in ("spacy_factories", "spacy_architectures"):
+    for group in ("spacy_factories", "spacy_architectures", "spacy_scorers"):
         installed = {ep.name for ep in entry_points(group=group) if ep.value.startswith("spacy_ner_bert")}
         assert installed == set(declared(group)), f"reinstall the package: {group} differs"
 
@@ -28,6 +28,11 @@ def test_entry_points_installed():
 @pytest.mark.parametrize("name", declared("spacy_architectures"))
 def test_architecture_resolves(name):
     assert callable(registry.architectures.get(name))
+
+
+@pytest.mark.parametrize("name", declared("spacy_scorers"))
+def test_scorer_resolves(name):
+    assert callable(registry.scorers.get(name)())
 
 
 def test_factory_in_fresh_interpreter(tiny_bert):

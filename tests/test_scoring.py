@@ -54,3 +54,63 @@ def test_score_examples_entity_level():
     assert scores["entity"]["p"] == 0.5 and scores["entity"]["r"] == 0.5
     assert scores["entity"]["per_type"]["GPE"]["f"] == 1.0
     assert scores["token"]["I-PER"]["recall"] == 0.0
+
+
+def _example(nlp, pred_words, pred_ents, gold_words, gold_ents):
+    pred = Doc(nlp.vocab, words=pred_words, ents=pred_ents)
+    gold = Doc(nlp.vocab, words=gold_words, ents=gold_ents)
+    return Example(pred, gold)
+
+
+def test_registered_scorer_adds_token_scores():
+    from spacy.util import registry
+
+    nlp = spacy.blank("en")
+    words = ["Ann", "went", "to", "New", "York", "today"]
+    examples = [
+        _example(nlp, words, ["B-PER", "O", "O", "B-LOC", "B-LOC", "O"], words, ["B-PER", "O", "O", "B-LOC", "I-LOC", "O"]),
+        _example(nlp, words, ["O", "O", "O", "B-GPE", "I-GPE", "B-TIME"], words, ["B-PER", "O", "O", "B-GPE", "I-GPE", "O"]),
+    ]
+    scores = registry.scorers.get("spacy-ner-bert.ner_scorer.v1")()(examples)
+    gold = [t for eg in examples for t in score_gold(eg)]
+    pred = [t for eg in examples for t in score_pred(eg)]
+    labels = ["O"] + sorted(set(gold + pred) - {"O"})
+    ref = classification_report(gold, pred, labels=labels, output_dict=True, zero_division=0)
+    assert scores["token_macro_f"] == pytest.approx(ref["macro avg"]["f1-score"])
+    assert scores["token_macro_p"] == pytest.approx(ref["macro avg"]["precision"])
+    assert scores["token_acc"] == pytest.approx(ref["accuracy"])
+    assert scores["token_per_tag"]["B-TIME"]["p"] == 0.0
+    assert scores["ents_f"] == pytest.approx(score_examples(examples, labels)["entity"]["f"])
+
+
+def score_gold(eg):
+    from spacy_ner_bert.scoring import doc_iob_tags
+
+    return doc_iob_tags(eg.reference)
+
+
+def score_pred(eg):
+    from spacy_ner_bert.scoring import doc_iob_tags
+
+    return doc_iob_tags(eg.predicted)
+
+
+def test_token_scores_on_a_different_tokenization():
+    """During `spacy train` the predicted doc is re-tokenized: each gold word takes the tag of
+    the first predicted token it aligns to."""
+    from spacy_ner_bert.scoring import gold_word_tags, token_scores
+
+    nlp = spacy.blank("en")
+    eg = _example(
+        nlp, ["U.S", ".", "troops", "left", "Iraq"], ["B-GPE", "O", "O", "O", "B-GPE"],
+        ["U.S.", "troops", "left", "Iraq"], ["B-GPE", "O", "O", "B-GPE"],
+    )
+    assert gold_word_tags(eg) == ["B-GPE", "O", "O", "B-GPE"]
+    assert token_scores([eg])["token_macro_f"] == 1.0
+
+
+def test_token_scores_without_tokens():
+    from spacy_ner_bert.scoring import token_scores
+
+    nlp = spacy.blank("en")
+    assert token_scores([Example(nlp(""), nlp(""))])["token_macro_f"] is None

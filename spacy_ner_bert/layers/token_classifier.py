@@ -5,11 +5,19 @@ from spacy.tokens import Doc
 from thinc.api import Model
 from thinc.types import Floats2d
 
+from .case_features import CASE_FEATURES, case_features
+
 
 def token_classifier(
-    tok2vec: Model[List[Doc], List[Floats2d]], head: Model[Floats2d, Floats2d]
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    head: Model[Floats2d, Floats2d],
+    with_case: bool = False,
 ) -> Model[List[Doc], List[Floats2d]]:
     """Apply `head` to every token vector of `tok2vec`; output one row of logits per token.
+
+    With `with_case`, the head sees each token vector followed by the token's casing flags
+    (layers.case_features: lower, upper, title, mixed, uncased, digit, sentence start), which an
+    uncased encoder cannot see.
 
     Tokens whose vector is all zeros had no wordpiece (first-wordpiece pooling leaves them so):
     their row is forced to O (tag 0) by giving every other tag a logit of -inf, and no gradient
@@ -17,6 +25,7 @@ def token_classifier(
 
     tok2vec (Model[List[Doc], List[Floats2d]]): One vector per token.
     head (Model[Floats2d, Floats2d]): Token vectors to tag logits.
+    with_case (bool): Append the casing flags to the head's input.
     RETURNS (Model[List[Doc], List[Floats2d]]): The classifier.
     """
     return Model(
@@ -26,7 +35,15 @@ def token_classifier(
         layers=[tok2vec, head],
         refs={"tok2vec": tok2vec, "head": head},
         dims={"nO": None},
+        attrs={"with_case": with_case},
     )
+
+
+def _head_input(model: Model, docs: List[Doc], X):
+    """X, with the casing columns appended when the model uses them."""
+    if not model.attrs["with_case"]:
+        return X
+    return model.ops.xp.hstack([X, model.ops.asarray2f(case_features(docs))])
 
 
 def forward(model: Model, docs: List[Doc], is_train: bool):
@@ -45,7 +62,7 @@ def forward(model: Model, docs: List[Doc], is_train: bool):
         outputs = [ops.alloc2f(0, n_tags) for _ in docs]
         return outputs, lambda d_outputs: backprop_tok2vec([ops.alloc2f(0, 0) for _ in docs])
     X = ops.flatten([v for v in vectors if v.shape[0]])
-    Y, backprop_head = head(X, is_train)
+    Y, backprop_head = head(_head_input(model, docs, X), is_train)
     no_wordpiece = ops.xp.abs(X).sum(axis=1) == 0
     has_forced = bool(no_wordpiece.any())
     if has_forced:
@@ -60,6 +77,8 @@ def forward(model: Model, docs: List[Doc], is_train: bool):
             dY = dY.copy()
             dY[no_wordpiece] = 0.0
         dX = backprop_head(dY)
+        if model.attrs["with_case"]:
+            dX = model.ops.xp.ascontiguousarray(dX[:, : dX.shape[1] - len(CASE_FEATURES)])
         return backprop_tok2vec(ops.unflatten(dX, lengths))
 
     return outputs, backprop
@@ -71,7 +90,7 @@ def init(model: Model, X=None, Y=None) -> None:
     X_head = Y_head = None
     if X is not None:
         vectors = [v for v in tok2vec.predict(X) if v.shape[0]]
-        X_head = model.ops.flatten(vectors) if vectors else None
+        X_head = _head_input(model, X, model.ops.flatten(vectors)) if vectors else None
     if Y is not None:
         rows = [y for y in Y if y.shape[0]]
         Y_head = model.ops.flatten(rows) if rows else None
