@@ -284,3 +284,25 @@ def test_length_buckets():
     for g in groups:
         assert max(lengths[i] for i in g) * len(g) <= 20 or len(g) == 1
     assert [lengths[g[0]] for g in groups] == sorted(lengths[g[0]] for g in groups)
+
+
+@pytest.mark.parametrize("sort_buffer", [1, 3, 1024])
+def test_pipe_sort_buffer_keeps_order(nlp, sort_buffer):
+    """nlp.pipe reads max(batch_size, sort_buffer) docs, runs them length-sorted, yields in order."""
+    ner = nlp.get_pipe("ner_bert")
+    texts = [t for t, _ in TRAIN_DATA] + ["", "Putin ."] + [" ".join(t for t, _ in TRAIN_DATA)]
+    expected = [ents_of(nlp(t)) for t in texts]
+    old = ner.sort_buffer
+    ner.sort_buffer = sort_buffer
+    try:
+        docs = list(nlp.pipe(texts, batch_size=2))
+    finally:
+        ner.sort_buffer = old
+    assert [d.text for d in docs] == texts
+    assert [ents_of(d) for d in docs] == expected
+
+
+@pytest.mark.parametrize("bad", [0, -5, True, 2.5])
+def test_bad_sort_buffer(tiny_bert, bad):
+    with pytest.raises(ValueError, match="sort_buffer"):
+        spacy.blank("en").add_pipe("ner_bert", config=ner_config(tiny_bert, sort_buffer=bad))
