@@ -19,11 +19,19 @@ def main(
     output_dir: Path = typer.Argument(..., help="Where token_report.json/.txt and entity_scores.json go"),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
     batch_size: int = typer.Option(64, help="Docs per batch"),
+    int8: bool = typer.Option(False, "--int8", help="Quantize the encoder to int8 first (CPU fast path)"),
 ):
     """Each word is labeled by the prediction for its first wordpiece (the doc's tokens are the words)."""
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     nlp = spacy.load(model)
+    if int8:
+        if gpu_id >= 0:
+            msg.fail("--int8 runs on CPU only: drop --gpu-id", exits=1)
+        from spacy_ner_bert import quantize_int8
+
+        quantize_int8(nlp)
+        msg.info("Encoder quantized to int8 (dynamic)")
     labels = read_label_file(labels_file)
     gold_docs = list(DocBin().from_disk(test_path).get_docs(nlp.vocab))
     msg.info(f"Scoring {len(gold_docs):,} docs ({sum(len(d) for d in gold_docs):,} words) from {test_path}")

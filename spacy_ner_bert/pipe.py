@@ -190,6 +190,7 @@ class NERBert(TrainablePipe):
         if isinstance(sort_buffer, bool) or not isinstance(sort_buffer, int) or sort_buffer < 1:
             raise ValueError(f"[ner_bert] sort_buffer must be an integer >= 1, got {sort_buffer!r}.")
         self.sort_buffer = sort_buffer
+        self.quantized = False  # set by spacy_ner_bert.quantize_int8
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -299,7 +300,9 @@ class NERBert(TrainablePipe):
         for doc, path, prob in zip(docs, paths, probs):
             found = self.tags.spans(path)
             ents = [Span(doc, start, end, label=label) for start, end, label in found]
-            scores = [float(prob[start:end].mean()) for start, end, _ in found]
+            # Each entity's score: the mean probability of its tags (prefix sums, one pass).
+            cumulative = numpy.concatenate([[0.0], numpy.cumsum(prob, dtype="float64")])
+            scores = [float((cumulative[end] - cumulative[start]) / (end - start)) for start, end, _ in found]
             if self.cfg["overwrite"] or not doc.ents:
                 doc.set_ents(ents, default="outside")
             else:
@@ -332,6 +335,7 @@ class NERBert(TrainablePipe):
         losses (Optional[Dict[str, float]]): Loss record, updated under this component's name.
         RETURNS (Dict[str, float]): The updated losses.
         """
+        self._refuse_if_quantized("train")
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
@@ -469,6 +473,21 @@ class NERBert(TrainablePipe):
         weights = (numpy.maximum(counts, 1.0) / counts.max()) ** -self.cfg["class_weighting"]
         weights /= (weights * counts).sum() / counts.sum()
         return [float(w) for w in weights]
+
+    def _refuse_if_quantized(self, action: str) -> None:
+        if self.quantized:
+            raise ValueError(
+                f"[ner_bert] Cannot {action} a pipeline quantized to int8 (quantize_int8): "
+                "use the full-precision pipeline and quantize it after loading."
+            )
+
+    def to_disk(self, path, *, exclude=tuple()):
+        self._refuse_if_quantized("save")
+        return super().to_disk(path, exclude=exclude)
+
+    def to_bytes(self, *, exclude=tuple()):
+        self._refuse_if_quantized("serialize")
+        return super().to_bytes(exclude=exclude)
 
     def _check_encoders(self) -> None:
         for node in self.model.walk():

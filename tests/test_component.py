@@ -306,3 +306,36 @@ def test_pipe_sort_buffer_keeps_order(nlp, sort_buffer):
 def test_bad_sort_buffer(tiny_bert, bad):
     with pytest.raises(ValueError, match="sort_buffer"):
         spacy.blank("en").add_pipe("ner_bert", config=ner_config(tiny_bert, sort_buffer=bad))
+
+
+def test_quantize_int8(tiny_bert, tmp_path):
+    from spacy_ner_bert import quantize_int8
+
+    nlp = trained_nlp(tiny_bert)
+    ner = nlp.get_pipe("ner_bert")
+    texts = [t for t, _ in TRAIN_DATA]
+    before = [ner.model.predict([nlp.make_doc(t)])[0] for t in texts]
+    quantize_int8(nlp)
+    linears = [m for m in ner.model.walk() if hasattr(m, "shims") and m.shims]
+    assert any("quantized" in type(mod).__module__ for mod in linears[0].shims[0]._model.modules())
+    after = [ner.model.predict([nlp.make_doc(t)])[0] for t in texts]
+    # int8 changes the scores a little, not the decisions on the training sentences.
+    assert any(not numpy.array_equal(a, b) for a, b in zip(before, after))
+    for a, b in zip(before, after):
+        assert numpy.abs(a - b).max() < 0.1 * numpy.abs(a).max()
+    assert [ents_of(d) for d in nlp.pipe(texts)] == [ents for _, ents in TRAIN_DATA]
+    for action, call in [("save", lambda: nlp.to_disk(tmp_path / "q")), ("serialize", nlp.to_bytes),
+                         ("train", lambda: nlp.update(make_examples(nlp)))]:
+        with pytest.raises(ValueError, match=f"Cannot {action} a pipeline quantized"):
+            call()
+
+
+def test_quantize_int8_bad_inputs(tiny_bert):
+    from spacy_ner_bert import quantize_int8
+
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match="no component 'ner_bert'"):
+        quantize_int8(nlp)
+    nlp.add_pipe("ner_bert", config=ner_config(tiny_bert))
+    with pytest.raises(ValueError, match="not initialized"):
+        quantize_int8(nlp)
