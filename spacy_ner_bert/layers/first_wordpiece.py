@@ -72,10 +72,13 @@ def forward(model: Model, trf_datas: List[TransformerData], is_train: bool):
         owners_x = ops.asarray1i(owners)
         scale = ops.asarray2f((1.0 / numpy.maximum(counts, 1)).reshape(-1, 1))
         Y = ops.alloc2f(n_tokens, width)
-        if len(rows):
+        if len(rows) and counts.max() <= 1:
+            # Every token in one window only (any doc shorter than a window): a plain copy.
+            Y[owners_x] = ops.asarray2f(src[rows_x], dtype="float32")
+        elif len(rows):
             # ufunc.at, not ops.scatter_add: thinc's cupy path calls a method cupy 14 deprecates.
             ops.xp.add.at(Y, owners_x, ops.asarray2f(src[rows_x], dtype="float32"))
-        Y *= scale
+            Y *= scale
         outputs.append(Y)
         callbacks.append((trf_data, hidden.shape, hidden.dtype, rows_x, owners_x, scale))
 
