@@ -1,15 +1,20 @@
 """Inference speed of ner_bert against what a user would use instead, same weights, same texts.
 
 Contenders (each in its own subprocess, so each gets its own peak RSS):
-  ner_bert   spaCy pipeline with the ner_bert component (nlp.pipe; spaCy tokenizer included)
-  hf         transformers.pipeline("token-classification", aggregation_strategy="first"), batched
-  floor      the bare encoder+head forward over wordpiece batches sorted by length, inference_mode,
-             no pre- or post-processing beyond the tokenizer
+  ner_bert       spaCy pipeline with the ner_bert component (nlp.pipe; spaCy tokenizer included)
+  ner_bert_int8  the same, after spacy_ner_bert.quantize_int8 (opt-in fast path)
+  hf             transformers.pipeline("token-classification", aggregation_strategy="first"), batched
+  hf_token_pipe  spacy-huggingface-pipelines' hf_token_pipe (aggregation "first"), via nlp.pipe
+  floor          the bare encoder+head forward, inference_mode: the fast tokenizer on all texts,
+                 wordpiece windows as ner_bert makes them, sorted by length, batched by padded
+                 size (PREDICT_TOKEN_BUDGET); no other pre- or post-processing
 
 Prints words/second, ratios, peak RSS, machine and threads; writes JSON to benchmarks/results/.
 
-usage: python benchmarks/speed.py --model HF_TOKEN_CLASSIFICATION_DIR [--texts FILE] [--n N]
+usage: python benchmarks/speed.py --model HF_TOKEN_CLASSIFICATION_DIR [--texts FILE] [--n N] [--join K]
        python benchmarks/speed.py --make-model DIR   (MiniLM + a random IOB classifier, for speed only)
+A trained linear-head ner_bert becomes such a directory with `python -m spacy_ner_bert export-hf`.
+hf_token_pipe needs `pip install spacy-huggingface-pipelines` (the `bench` extra).
 """
 import argparse
 import json
@@ -37,11 +42,15 @@ def run_contender(name: str, model: str, texts, batch_size: int):
     import torch
 
     words = sum(len(t.split()) for t in texts)
-    if name == "ner_bert":
+    if name in ("ner_bert", "ner_bert_int8"):
         import spacy
 
         nlp = spacy.blank("en")
         nlp.add_pipe("ner_bert", config={"checkpoint": model})
+        if name == "ner_bert_int8":
+            from spacy_ner_bert import quantize_int8
+
+            quantize_int8(nlp)
         list(nlp.pipe(texts[:batch_size], batch_size=batch_size))  # warm-up
         start = time.perf_counter()
         docs = list(nlp.pipe(texts, batch_size=batch_size))
@@ -50,25 +59,27 @@ def run_contender(name: str, model: str, texts, batch_size: int):
     elif name == "hf":
         from transformers import pipeline
 
-        pipe = pipeline("token-classification", model=model, aggregation_strategy="first", device=-1)
+        # Long documents need the pipeline's chunking (stride), or it truncates them at 512 wordpieces.
+        extra = {"stride": 32} if any(len(t.split()) > 300 for t in texts) else {}
+        pipe = pipeline("token-classification", model=model, aggregation_strategy="first", device=-1, **extra)
         pipe(texts[:batch_size], batch_size=batch_size)
         start = time.perf_counter()
         out = pipe(texts, batch_size=batch_size)
         elapsed = time.perf_counter() - start
         ents = [[(e["start"], e["end"], e["entity_group"]) for e in doc] for doc in out]
-    elif name == "floor":
-        from transformers import AutoModelForTokenClassification, AutoTokenizer
+    elif name == "hf_token_pipe":
+        import spacy
 
-        tok = AutoTokenizer.from_pretrained(model)
-        net = AutoModelForTokenClassification.from_pretrained(model).eval()
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i].split()))
-        batches = [[texts[i] for i in order[j : j + batch_size]] for j in range(0, len(order), batch_size)]
-        with torch.inference_mode():
-            net(**tok(batches[0], return_tensors="pt", padding=True, truncation=True))
-            start = time.perf_counter()
-            for batch in batches:
-                net(**tok(batch, return_tensors="pt", padding=True, truncation=True)).logits
-            elapsed = time.perf_counter() - start
+        nlp = spacy.blank("en")
+        nlp.add_pipe("hf_token_pipe", config={"model": model, "aggregation_strategy": "first",
+                                              "kwargs": {"batch_size": batch_size}})
+        list(nlp.pipe(texts[:batch_size], batch_size=batch_size))
+        start = time.perf_counter()
+        docs = list(nlp.pipe(texts, batch_size=batch_size))
+        elapsed = time.perf_counter() - start
+        ents = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in docs]
+    elif name == "floor":
+        elapsed = floor(model, texts)
         ents = None
     else:
         raise ValueError(name)
@@ -80,6 +91,46 @@ def run_contender(name: str, model: str, texts, batch_size: int):
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "ents": ents,
     }
+
+
+def floor(model: str, texts, window: int = 128, overlap: int = 32) -> float:
+    """Seconds for the bare forward over all texts, built as well as we can.
+
+    Wordpieces of each text (fast tokenizer, one call for all texts) are cut into windows of at
+    most `window` wordpieces with [CLS]/[SEP] and `overlap` shared with the next, as ner_bert's
+    strided spans do for long documents; windows are sorted by length and run in batches of at
+    most PREDICT_TOKEN_BUDGET padded wordpieces (what ner_bert uses), encoder + classifier, under
+    torch.inference_mode. Tokenizing is timed (every contender tokenizes); nothing else is done.
+    """
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from spacy_ner_bert.pipe import PREDICT_TOKEN_BUDGET, length_buckets
+
+    tok = AutoTokenizer.from_pretrained(model)
+    net = AutoModelForTokenClassification.from_pretrained(model).eval()
+    cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
+    body, step = window - 2, window - 2 - overlap
+
+    def run(batch_texts):
+        windows = []
+        for ids in tok(batch_texts, add_special_tokens=False)["input_ids"]:
+            for begin in range(0, max(len(ids) - overlap, 1), step):
+                windows.append([cls] + ids[begin : begin + body] + [sep])
+        for group in length_buckets([len(w) for w in windows], PREDICT_TOKEN_BUDGET):
+            width = max(len(windows[i]) for i in group)
+            input_ids = torch.full((len(group), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(group), width), dtype=torch.long)
+            for row, i in enumerate(group):
+                input_ids[row, : len(windows[i])] = torch.tensor(windows[i])
+                mask[row, : len(windows[i])] = 1
+            net(input_ids=input_ids, attention_mask=mask).logits
+
+    with torch.inference_mode():
+        run(texts[:64])  # warm-up
+        start = time.perf_counter()
+        run(texts)
+        return time.perf_counter() - start
 
 
 def agreement(a, b):
@@ -117,7 +168,7 @@ def main():
     ap.add_argument("--join", type=int, default=1, help="join every K sentences into one document")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--contenders", default="ner_bert,hf,floor")
+    ap.add_argument("--contenders", default="ner_bert,ner_bert_int8,hf,hf_token_pipe,floor")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args()
@@ -144,16 +195,23 @@ def main():
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
     print(f"machine: {machine}; threads: {args.threads}; docs: {len(texts)} (join={args.join}); "
           f"words: {results[next(iter(results))]['words']:,}; batch size {args.batch_size}")
-    print(f"{'contender':<10}{'words/s':>10}{'seconds':>10}{'peak RSS MB':>13}")
+    print(f"{'contender':<15}{'words/s':>10}{'seconds':>10}{'peak RSS MB':>13}")
     for name, r in results.items():
-        print(f"{name:<10}{r['words_per_s']:>10.0f}{r['seconds']:>10.2f}{r['peak_rss_mb']:>13.0f}")
+        print(f"{name:<15}{r['words_per_s']:>10.0f}{r['seconds']:>10.2f}{r['peak_rss_mb']:>13.0f}")
     summary = {"machine": machine, "threads": args.threads, "docs": len(texts), "join": args.join,
                "batch_size": args.batch_size, "results": {k: {kk: vv for kk, vv in v.items() if kk != "ents"} for k, v in results.items()}}
-    if "ner_bert" in results and "hf" in results:
-        ratio = results["ner_bert"]["words_per_s"] / results["hf"]["words_per_s"]
-        agree = agreement(results["ner_bert"]["ents"], results["hf"]["ents"])
-        summary.update(ours_over_hf=ratio, entity_agreement_f1=agree)
-        print(f"ner_bert / hf words/s: {ratio:.2f}x; entity agreement (F1 between the two): {agree:.4f}")
+    for ours in ("ner_bert", "ner_bert_int8"):
+        for other in ("hf", "hf_token_pipe"):
+            if ours in results and other in results:
+                ratio = results[ours]["words_per_s"] / results[other]["words_per_s"]
+                agree = agreement(results[ours]["ents"], results[other]["ents"])
+                summary[f"{ours}_over_{other}"] = ratio
+                summary[f"entity_agreement_f1_{ours}_{other}"] = agree
+                print(f"{ours} / {other} words/s: {ratio:.2f}x; entity agreement (F1 between the two): {agree:.4f}")
+    if "ner_bert" in results and "ner_bert_int8" in results:
+        agree = agreement(results["ner_bert"]["ents"], results["ner_bert_int8"]["ents"])
+        summary["entity_agreement_f1_ner_bert_ner_bert_int8"] = agree
+        print(f"entity agreement ner_bert vs ner_bert_int8: {agree:.4f}")
     if "ner_bert" in results and "floor" in results:
         ratio = results["floor"]["words_per_s"] / results["ner_bert"]["words_per_s"]
         summary.update(ours_time_over_floor=ratio)
