@@ -278,6 +278,19 @@ class NERBert(TrainablePipe):
         if not any(len(doc) for doc in docs):
             # Nothing to run the encoder on: every doc is empty.
             return [numpy.zeros((len(d),), "int64") for d in docs], [numpy.zeros((len(d),)) for d in docs]
+        scores = self.logits(docs)
+        bias = self.cfg.get("tag_bias")
+        if bias:
+            bias = numpy.asarray(bias, dtype="float32")
+            scores = [s + bias for s in scores]
+        return decode_docs(scores, self.tags)
+
+    def logits(self, docs: Sequence[Doc]) -> List[numpy.ndarray]:
+        """The model's tag logits for each doc, on CPU, before tag_bias and decoding.
+
+        docs (Sequence[Doc]): The documents.
+        RETURNS (List[numpy.ndarray]): One (n_tokens, n_tags) array per doc.
+        """
         scores: List = [None] * len(docs)
         for chunk in length_buckets([len(d) for d in docs], PREDICT_TOKEN_BUDGET):
             if not any(len(docs[i]) for i in chunk):
@@ -287,7 +300,22 @@ class NERBert(TrainablePipe):
                 continue
             for i, s in zip(chunk, self.model.predict([docs[i] for i in chunk])):
                 scores[i] = self.model.ops.to_numpy(s)
-        return decode_docs(scores, self.tags)
+        return scores
+
+    def set_tag_bias(self, bias: Optional[Sequence[float]]) -> None:
+        """Add `bias` (one value per tag, in self.tags order) to the logits before decoding.
+
+        Training is unaffected; `spacy_ner_bert.calibrate` chooses it on validation data.
+        None removes it.
+        """
+        if bias is not None:
+            bias = [float(b) for b in bias]
+            if len(bias) != len(self.tags) or not all(numpy.isfinite(bias)):
+                raise ValueError(
+                    f"[ner_bert] tag_bias needs {len(self.tags)} finite values (one per tag "
+                    f"{list(self.tags.tags)}), got {bias}"
+                )
+        self.cfg["tag_bias"] = bias
 
     def set_annotations(self, docs: Iterable[Doc], decoded: Decoded) -> None:
         """Write doc.ents, token IOB/type and doc.spans[spans_key] with entity scores.

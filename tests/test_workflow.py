@@ -72,6 +72,8 @@ def test_demo_workflow(project, tiny_bert):
     assert report["macro avg"]["support"] == 40 * 12
     for row in rows:
         assert set(report[row]) == {"precision", "recall", "f1-score", "support"}
+    calibration = json.loads((proj / "metrics/demo/calibration.json").read_text())
+    assert calibration["chosen_tau"] in [row["tau"] for row in calibration["table"]]
     entity = json.loads((proj / "metrics/demo/entity_scores.json").read_text())
     assert set(entity) == {"p", "r", "f", "per_type"}
     html = (proj / "visualize/demo.html").read_text()
