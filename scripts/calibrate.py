@@ -1,7 +1,5 @@
 """Choose ner_bert's tag bias (logit adjustment) on the validation slice; write the pipeline with it."""
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import spacy
@@ -11,6 +9,7 @@ from spacy.training import Example
 from wasabi import msg
 
 from spacy_ner_bert.calibrate import calibrate
+from spacy_ner_bert.checkpoints.common import write_dir_atomically
 
 
 def main(
@@ -33,16 +32,7 @@ def main(
     for row in table:
         mark = "  <- chosen" if row["tau"] == tau else ""
         print(f"{row['tau']:>6.2f}{row['p']:>10.4f}{row['r']:>10.4f}{row['f']:>10.4f}{mark}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}."))
-    try:
-        nlp.to_disk(tmp)
-        if output.exists():
-            shutil.rmtree(output)
-        tmp.replace(output)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    write_dir_atomically(output, nlp.to_disk, replace=True)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps({"chosen_tau": tau, "validation": str(dev_path), "table": table}, indent=2))

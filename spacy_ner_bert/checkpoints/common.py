@@ -3,7 +3,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy
 
@@ -158,12 +158,24 @@ def write_pipeline(ckpt: ImportedCheckpoint, out_dir: Path, lang: str = "en") ->
     nlp = spacy.blank(lang)
     pipe = nlp.add_pipe("ner_bert", config={"model": model_config(ckpt)})
     load_into_pipe(pipe, ckpt)
+    return write_dir_atomically(out_dir, nlp.to_disk)
+
+
+def write_dir_atomically(out_dir: Path, write: Callable[[Path], None], replace: bool = False) -> Path:
+    """Call write(tmp) on a temporary folder beside out_dir, then move it to out_dir.
+
+    A failure leaves out_dir as it was. out_dir must not exist or be empty, unless `replace`
+    (then an existing out_dir is removed once the new one is complete).
+    """
+    out_dir = Path(out_dir)
+    if not replace and out_dir.exists() and any(out_dir.iterdir()):
+        raise CheckpointError(f"{out_dir} exists and is not empty")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
-        nlp.to_disk(tmp)
+        write(tmp)
         if out_dir.exists():
-            out_dir.rmdir()
+            shutil.rmtree(out_dir)
         tmp.replace(out_dir)
     finally:
         if tmp.exists():

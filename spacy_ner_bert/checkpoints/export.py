@@ -1,9 +1,7 @@
 """Export a ner_bert component as a Hugging Face token-classification directory."""
-import shutil
-import tempfile
 from pathlib import Path
 
-from .common import CheckpointError
+from .common import CheckpointError, write_dir_atomically
 
 
 def export_hf(nlp, out_dir: Path, component: str = "ner_bert") -> Path:
@@ -47,6 +45,8 @@ def export_hf(nlp, out_dir: Path, component: str = "ner_bert") -> Path:
             f"{component!r} listens to a shared transformer component: export needs the encoder "
             "inside the component (spacy-ner-bert.TransformerEncoder.v1)"
         )
+    if Path(out_dir).exists() and any(Path(out_dir).iterdir()):
+        raise CheckpointError(f"{out_dir} exists and is not empty")
     encoder = encoders[0]
     transformer, tokenizer = encoder.transformer, encoder.tokenizer
     tags = list(pipe.tags.tags)
@@ -66,18 +66,9 @@ def export_hf(nlp, out_dir: Path, component: str = "ner_bert") -> Path:
     with torch.no_grad():
         net.classifier.weight.copy_(torch.from_numpy(W.copy()))
         net.classifier.bias.copy_(torch.from_numpy(b.copy()))
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise CheckpointError(f"{out_dir} exists and is not empty")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        net.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.replace(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+
+    def write(path: Path) -> None:
+        net.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+
+    return write_dir_atomically(out_dir, write)
