@@ -38,7 +38,7 @@ def load_texts(path: Path, n: int, join: int):
     return lines
 
 
-def run_contender(name: str, model: str, texts, batch_size: int):
+def run_contender(name: str, model: str, texts, batch_size: int, floor_budget: int):
     import torch
 
     words = sum(len(t.split()) for t in texts)
@@ -79,7 +79,7 @@ def run_contender(name: str, model: str, texts, batch_size: int):
         elapsed = time.perf_counter() - start
         ents = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in docs]
     elif name == "floor":
-        elapsed = floor(model, texts)
+        elapsed = floor(model, texts, floor_budget)
         ents = None
     else:
         raise ValueError(name)
@@ -93,19 +93,19 @@ def run_contender(name: str, model: str, texts, batch_size: int):
     }
 
 
-def floor(model: str, texts, window: int = 128, overlap: int = 32) -> float:
+def floor(model: str, texts, budget: int, window: int = 128, overlap: int = 32) -> float:
     """Seconds for the bare forward over all texts, built as well as we can.
 
     Wordpieces of each text (fast tokenizer, one call for all texts) are cut into windows of at
     most `window` wordpieces with [CLS]/[SEP] and `overlap` shared with the next, as ner_bert's
     strided spans do for long documents; windows are sorted by length and run in batches of at
-    most PREDICT_TOKEN_BUDGET padded wordpieces (what ner_bert uses), encoder + classifier, under
-    torch.inference_mode. Tokenizing is timed (every contender tokenizes); nothing else is done.
+    most `budget` padded wordpieces (--floor-budget; default ner_bert's PREDICT_TOKEN_BUDGET),
+    encoder + classifier, under torch.inference_mode. Tokenizing is timed (every contender tokenizes); nothing else is done.
     """
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from spacy_ner_bert.pipe import PREDICT_TOKEN_BUDGET, length_buckets
+    from spacy_ner_bert.pipe import length_buckets
 
     tok = AutoTokenizer.from_pretrained(model)
     net = AutoModelForTokenClassification.from_pretrained(model).eval()
@@ -117,7 +117,7 @@ def floor(model: str, texts, window: int = 128, overlap: int = 32) -> float:
         for ids in tok(batch_texts, add_special_tokens=False)["input_ids"]:
             for begin in range(0, max(len(ids) - overlap, 1), step):
                 windows.append([cls] + ids[begin : begin + body] + [sep])
-        for group in length_buckets([len(w) for w in windows], PREDICT_TOKEN_BUDGET):
+        for group in length_buckets([len(w) for w in windows], budget):
             width = max(len(windows[i]) for i in group)
             input_ids = torch.full((len(group), width), pad, dtype=torch.long)
             mask = torch.zeros((len(group), width), dtype=torch.long)
@@ -168,6 +168,8 @@ def main():
     ap.add_argument("--join", type=int, default=1, help="join every K sentences into one document")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--floor-budget", type=int, default=0,
+                    help="padded wordpieces per floor batch (0 = ner_bert's PREDICT_TOKEN_BUDGET)")
     ap.add_argument("--contenders", default="ner_bert,ner_bert_int8,hf,hf_token_pipe,floor")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results"))
@@ -180,13 +182,16 @@ def main():
         import torch
 
         torch.set_num_threads(args.threads)
-        print(json.dumps(run_contender(args.child, args.model, texts, args.batch_size)))
+        from spacy_ner_bert.pipe import PREDICT_TOKEN_BUDGET
+
+        budget = args.floor_budget or PREDICT_TOKEN_BUDGET
+        print(json.dumps(run_contender(args.child, args.model, texts, args.batch_size, budget)))
         return
     results = {}
     for name in args.contenders.split(","):
         cmd = [sys.executable, __file__, "--child", name, "--model", args.model, "--texts", args.texts,
                "--n", str(args.n), "--join", str(args.join), "--batch-size", str(args.batch_size),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--floor-budget", str(args.floor_budget)]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode:
@@ -199,7 +204,8 @@ def main():
     for name, r in results.items():
         print(f"{name:<15}{r['words_per_s']:>10.0f}{r['seconds']:>10.2f}{r['peak_rss_mb']:>13.0f}")
     summary = {"machine": machine, "threads": args.threads, "docs": len(texts), "join": args.join,
-               "batch_size": args.batch_size, "results": {k: {kk: vv for kk, vv in v.items() if kk != "ents"} for k, v in results.items()}}
+               "batch_size": args.batch_size, "floor_budget": args.floor_budget or "PREDICT_TOKEN_BUDGET",
+               "command": " ".join([Path(sys.executable).name] + sys.argv), "results": {k: {kk: vv for kk, vv in v.items() if kk != "ents"} for k, v in results.items()}}
     for ours in ("ner_bert", "ner_bert_int8"):
         for other in ("hf", "hf_token_pipe"):
             if ours in results and other in results:
