@@ -309,7 +309,8 @@ class NERBert(TrainablePipe):
         tokenizer = self._encoder_tokenizer()
         if tokenizer is None:
             return [len(d) for d in docs]
-        ids = tokenizer([d.text for d in docs], add_special_tokens=False)["input_ids"]
+        # verbose=False: long docs are windowed later; HF would warn about its 512 limit.
+        ids = tokenizer([d.text for d in docs], add_special_tokens=False, verbose=False)["input_ids"]
         return [len(x) + 2 if len(d) else 0 for x, d in zip(ids, docs)]
 
     def _encoder_tokenizer(self):
