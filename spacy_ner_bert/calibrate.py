@@ -14,7 +14,7 @@ from spacy.training import Example
 from .decode import decode_docs
 from .scoring import doc_iob_tags, token_report
 
-DEFAULT_TAUS = tuple(round(t, 2) for t in numpy.arange(-0.5, 1.01, 0.1))
+DEFAULT_TAUS = tuple(float(round(t, 2)) + 0.0 for t in numpy.arange(-0.5, 1.01, 0.1))  # + 0.0: no -0.0
 
 
 def calibrate(
