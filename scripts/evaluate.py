@@ -22,12 +22,12 @@ def main(
     int8: bool = typer.Option(False, "--int8", help="Quantize the encoder to int8 first (CPU fast path)"),
 ):
     """Each word is labeled by the prediction for its first wordpiece (the doc's tokens are the words)."""
+    if int8 and gpu_id >= 0:
+        msg.fail("--int8 runs on CPU only: drop --gpu-id", exits=1)
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     nlp = spacy.load(model)
     if int8:
-        if gpu_id >= 0:
-            msg.fail("--int8 runs on CPU only: drop --gpu-id", exits=1)
         from spacy_ner_bert import quantize_int8
 
         quantize_int8(nlp)

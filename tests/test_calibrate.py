@@ -99,3 +99,20 @@ def test_calibrate_script(nlp, tmp_path):
                               str(tmp_path / "dev.spacy"), str(tmp_path / "o2")], capture_output=True, text=True)
     assert missing.returncode == 1 and "no such pipeline directory" in " ".join((missing.stdout + missing.stderr).split())
     assert not (tmp_path / "o2").exists()
+
+
+def test_evaluate_script_int8(nlp, tmp_path):
+    """scripts/evaluate.py --int8 scores the quantized pipeline; --int8 with a GPU id is refused."""
+    nlp.to_disk(tmp_path / "model")
+    DocBin(docs=[eg.reference for eg in make_examples(nlp)]).to_disk(tmp_path / "test.spacy")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(nlp.get_pipe("ner_bert").tags.tags) + "\n")
+    script = str(ROOT / "scripts" / "evaluate.py")
+    args = [str(tmp_path / "model"), str(tmp_path / "test.spacy"), str(labels), str(tmp_path / "m")]
+    run = subprocess.run([sys.executable, script, *args, "--int8"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "quantized to int8" in run.stdout
+    report = json.loads((tmp_path / "m" / "token_report.json").read_text())
+    assert 0.0 <= report["macro avg"]["f1-score"] <= 1.0
+    gpu = subprocess.run([sys.executable, script, *args, "--int8", "--gpu-id", "0"], capture_output=True, text=True)
+    assert gpu.returncode == 1 and "--int8 runs on CPU only" in gpu.stdout + gpu.stderr
