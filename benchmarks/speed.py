@@ -39,7 +39,6 @@ def load_texts(path: Path, n: int, join: int):
 
 
 def run_contender(name: str, model: str, texts, batch_size: int, floor_budget: int):
-    import torch
 
     words = sum(len(t.split()) for t in texts)
     if name in ("ner_bert", "ner_bert_int8"):

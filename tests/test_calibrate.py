@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy
 import pytest
 import spacy
 from spacy.tokens import DocBin
