@@ -6,20 +6,24 @@ import typer
 app = typer.Typer(help="spacy-ner-bert commands", no_args_is_help=True, add_completion=False)
 
 
+def _fail(message) -> None:
+    """Print `error: message` to stderr and exit with status 1."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
 def _convert(reader, source: Path, out_dir: Path, lang: str) -> None:
     from .checkpoints import CheckpointError, write_pipeline
 
     try:
         ckpt = reader(source)
     except CheckpointError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1)
+        _fail(err)
     try:
         typer.echo("found " + ckpt.describe())
         write_pipeline(ckpt, out_dir, lang=lang)
     except CheckpointError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1)
+        _fail(err)
     finally:
         ckpt.cleanup()
     typer.echo(f"wrote spaCy pipeline {out_dir} (spacy.load('{out_dir}'))")
@@ -61,13 +65,11 @@ def export_hf_command(
     from .checkpoints import CheckpointError, export_hf
 
     if not pipeline.is_dir():
-        typer.echo(f"error: {pipeline}: not a pipeline directory", err=True)
-        raise typer.Exit(1)
+        _fail(f"{pipeline}: not a pipeline directory")
     try:
         export_hf(spacy.load(pipeline), out_dir, component=component)
     except CheckpointError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1)
+        _fail(err)
     typer.echo(f"wrote {out_dir} (AutoModelForTokenClassification.from_pretrained('{out_dir}'))")
 
 

@@ -29,10 +29,9 @@ def calibrate(
     RETURNS (Tuple[float, List[Dict]]): The chosen tau and, per tau, its macro P/R/F.
     """
     from .corpus import unannotated_copy
+    from .pipe import get_ner_bert
 
-    if component not in nlp.pipe_names:
-        raise ValueError(f"[ner_bert] no component {component!r} in the pipeline ({nlp.pipe_names})")
-    pipe = nlp.get_pipe(component)
+    pipe = get_ner_bert(nlp, component)
     tags = pipe.tags
     golds = [eg.reference for eg in examples]
     if not sum(len(doc) for doc in golds):

@@ -134,6 +134,16 @@ def make_ner_bert(
     )
 
 
+def get_ner_bert(nlp: Language, component: str, error: type = ValueError) -> "NERBert":
+    """The initialized ner_bert component `component` of `nlp`, or `error` saying what is wrong."""
+    if component not in nlp.pipe_names:
+        raise error(f"[ner_bert] no component {component!r} in the pipeline ({nlp.pipe_names})")
+    pipe = nlp.get_pipe(component)
+    if not pipe.model.has_dim("nO"):
+        raise error(f"[ner_bert] {component!r} is not initialized: load or train it first")
+    return pipe
+
+
 def length_buckets(lengths: Sequence[int], budget: int) -> List[List[int]]:
     """Indices grouped by length (shortest first), each group's longest x size <= budget.
 
@@ -313,15 +323,19 @@ class NERBert(TrainablePipe):
         ids = tokenizer([d.text for d in docs], add_special_tokens=False, verbose=False)["input_ids"]
         return [len(x) + 2 if len(d) else 0 for x, d in zip(ids, docs)]
 
-    def _encoder_tokenizer(self):
+    def encoder(self):
+        """The component's own encoder (spacy-transformers TransformerModel), or None when it
+        listens to a shared transformer component."""
         from spacy_transformers.layers import TransformerModel
+
+        return next((node for node in self.model.walk() if isinstance(node, TransformerModel)), None)
+
+    def _encoder_tokenizer(self):
         from transformers import PreTrainedTokenizerFast
 
-        for node in self.model.walk():
-            if isinstance(node, TransformerModel):
-                tokenizer = node.tokenizer
-                return tokenizer if isinstance(tokenizer, PreTrainedTokenizerFast) else None
-        return None
+        encoder = self.encoder()
+        tokenizer = encoder.tokenizer if encoder is not None else None
+        return tokenizer if isinstance(tokenizer, PreTrainedTokenizerFast) else None
 
     def set_tag_bias(self, bias: Optional[Sequence[float]]) -> None:
         """Add `bias` (one value per tag, in self.tags order) to the logits before decoding.

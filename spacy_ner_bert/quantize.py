@@ -16,28 +16,22 @@ def quantize_int8(nlp: Language, component: str = "ner_bert") -> None:
     component (str): The component's name.
     """
     import torch
-    from spacy_transformers.layers import TransformerModel
     from thinc.api import NumpyOps
 
-    if component not in nlp.pipe_names:
-        raise ValueError(f"[ner_bert] no component {component!r} in the pipeline ({nlp.pipe_names})")
-    pipe = nlp.get_pipe(component)
-    if not pipe.model.has_dim("nO"):
-        raise ValueError(f"[ner_bert] {component!r} is not initialized: load or train it before quantizing")
+    from .pipe import get_ner_bert
+
+    pipe = get_ner_bert(nlp, component)
     if not isinstance(pipe.model.ops, NumpyOps):
         raise ValueError("[ner_bert] int8 quantization runs on CPU only; this pipeline is on GPU")
-    encoders = [node for node in pipe.model.walk() if isinstance(node, TransformerModel)]
-    if not encoders:
+    encoder = pipe.encoder()
+    if encoder is None:
         raise ValueError(f"[ner_bert] {component!r} has no encoder of its own (it listens to a shared transformer)")
-    for encoder in encoders:
-        shim = encoder.layers[0].shims[0]
-        with warnings.catch_warnings():
-            # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.filterwarnings("ignore", message=".*quantize", category=UserWarning)
-            quantized = torch.ao.quantization.quantize_dynamic(
-                shim._model.eval(), {torch.nn.Linear}, dtype=torch.qint8
-            )
-        shim._model = quantized
-        shim._hfmodel.transformer = quantized
+    shim = encoder.layers[0].shims[0]
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize", category=UserWarning)
+        quantized = torch.ao.quantization.quantize_dynamic(shim._model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+    shim._model = quantized
+    shim._hfmodel.transformer = quantized
     pipe.quantized = True

@@ -152,13 +152,18 @@ def write_pipeline(ckpt: ImportedCheckpoint, out_dir: Path, lang: str = "en") ->
     """
     import spacy
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise CheckpointError(f"{out_dir} exists and is not empty")
+    require_empty_dir(out_dir)
     nlp = spacy.blank(lang)
     pipe = nlp.add_pipe("ner_bert", config={"model": model_config(ckpt)})
     load_into_pipe(pipe, ckpt)
     return write_dir_atomically(out_dir, nlp.to_disk)
+
+
+def require_empty_dir(out_dir: Path) -> None:
+    """CheckpointError unless out_dir is missing or empty."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise CheckpointError(f"{out_dir} exists and is not empty")
 
 
 def write_dir_atomically(out_dir: Path, write: Callable[[Path], None], replace: bool = False) -> Path:
@@ -168,8 +173,8 @@ def write_dir_atomically(out_dir: Path, write: Callable[[Path], None], replace: 
     (then an existing out_dir is removed once the new one is complete).
     """
     out_dir = Path(out_dir)
-    if not replace and out_dir.exists() and any(out_dir.iterdir()):
-        raise CheckpointError(f"{out_dir} exists and is not empty")
+    if not replace:
+        require_empty_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:

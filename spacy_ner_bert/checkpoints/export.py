@@ -1,7 +1,7 @@
 """Export a ner_bert component as a Hugging Face token-classification directory."""
 from pathlib import Path
 
-from .common import CheckpointError, write_dir_atomically
+from .common import CheckpointError, require_empty_dir, write_dir_atomically
 
 
 def export_hf(nlp, out_dir: Path, component: str = "ner_bert") -> Path:
@@ -19,15 +19,12 @@ def export_hf(nlp, out_dir: Path, component: str = "ner_bert") -> Path:
     RETURNS (Path): out_dir.
     """
     import torch
-    from spacy_transformers.layers import TransformerModel
     from transformers import AutoModelForTokenClassification
 
-    if component not in nlp.pipe_names:
-        raise CheckpointError(f"no component {component!r} in the pipeline (it has {nlp.pipe_names})")
-    pipe = nlp.get_pipe(component)
+    from ..pipe import get_ner_bert
+
+    pipe = get_ner_bert(nlp, component, error=CheckpointError)
     model = pipe.model
-    if not model.has_dim("nO"):
-        raise CheckpointError(f"{component!r} is not initialized: nothing to export")
     if model.attrs.get("with_case"):
         raise CheckpointError(
             f"{component!r} uses casing features (TokenClassifier.v2 case_features = true), which a "
@@ -39,15 +36,13 @@ def export_hf(nlp, out_dir: Path, component: str = "ner_bert") -> Path:
             f"{component!r} has a {head.name!r} head: only a linear head (spacy-ner-bert.LinearHead.v1) "
             "maps onto a HF token-classification model"
         )
-    encoders = [node for node in model.walk() if isinstance(node, TransformerModel)]
-    if not encoders:
+    encoder = pipe.encoder()
+    if encoder is None:
         raise CheckpointError(
             f"{component!r} listens to a shared transformer component: export needs the encoder "
             "inside the component (spacy-ner-bert.TransformerEncoder.v1)"
         )
-    if Path(out_dir).exists() and any(Path(out_dir).iterdir()):
-        raise CheckpointError(f"{out_dir} exists and is not empty")
-    encoder = encoders[0]
+    require_empty_dir(out_dir)  # before the work, not only at the end
     transformer, tokenizer = encoder.transformer, encoder.tokenizer
     tags = list(pipe.tags.tags)
     config = transformer.config.__class__.from_dict(transformer.config.to_dict())
