@@ -163,11 +163,11 @@ def token_scores(examples: Iterable[Example]) -> Dict[str, object]:
     for eg in examples:
         gold.extend(doc_iob_tags(eg.reference))
         pred.extend(gold_word_tags(eg))
-    labels = ["O"] + sorted((set(gold) | set(pred)) - {"O"}, key=lambda t: (t[2:], t[0]))
-    report = token_report(gold, pred, labels) if gold else None
-    if report is None:
+    if not gold:
         return {"token_acc": None, "token_macro_p": None, "token_macro_r": None, "token_macro_f": None,
                 "token_per_tag": None}
+    labels = ["O"] + sorted((set(gold) | set(pred)) - {"O"}, key=lambda t: (t[2:], t[0]))
+    report = token_report(gold, pred, labels)
     macro = report["macro avg"]
     return {
         "token_acc": report["accuracy"],
