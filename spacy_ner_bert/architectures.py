@@ -8,7 +8,7 @@ from thinc.api import Linear, Model, chain
 from thinc.types import Floats2d
 
 from .encoders import resolve_encoder_name
-from .layers import first_wordpiece, mlp_head, token_classifier
+from .layers import first_wordpiece, mlp_head, token_classifier, wordpieces
 
 
 @registry.architectures("spacy-ner-bert.TokenClassifier.v1")
@@ -70,21 +70,19 @@ def build_transformer_encoder(
     grad_factor (float): Scales the gradient into the encoder (0 freezes it).
     RETURNS (Model[List[Doc], List[Floats2d]]): One vector per token.
     """
-    # A chain of a chain, to match what spacy-transformers' replace_listeners builds.
-    return chain(
-        chain(
-            TransformerModel(
-                resolve_encoder_name(name),
-                get_spans,
-                dict(tokenizer_config),
-                dict(transformer_config),
-                mixed_precision,
-                dict(grad_scaler_config),
-            ),
-            split_trf_batch(),
-        ),
-        first_wordpiece(grad_factor),
+    encoder = TransformerModel(
+        resolve_encoder_name(name),
+        get_spans,
+        dict(tokenizer_config),
+        dict(transformer_config),
+        mixed_precision,
+        dict(grad_scaler_config),
     )
+    # The same output as spacy-transformers' forward, with tokenizing and alignment vectorized
+    # (layers/wordpieces.py). thinc has no public setter for a model's forward function.
+    encoder._func = wordpieces.forward
+    # A chain of a chain, to match what spacy-transformers' replace_listeners builds.
+    return chain(chain(encoder, split_trf_batch()), first_wordpiece(grad_factor))
 
 
 @registry.architectures("spacy-ner-bert.TransformerListener.v1")

@@ -15,6 +15,7 @@ from thinc.types import Floats2d
 
 from .decode import decode_docs
 from .encoders import check_encoder_source
+from .layers import wordpieces
 from .tags import MISSING, IOBTags
 
 DEFAULT_MODEL_CONFIG = """
@@ -302,26 +303,30 @@ class NERBert(TrainablePipe):
         RETURNS (List[numpy.ndarray]): One (n_tokens, n_tags) array per doc.
         """
         scores: List = [None] * len(docs)
-        for chunk in length_buckets(self._batch_lengths(docs), PREDICT_TOKEN_BUDGET):
-            if not any(len(docs[i]) for i in chunk):
-                # A group of empty docs only (the encoder cannot run on it): nothing to score.
-                for i in chunk:
-                    scores[i] = numpy.zeros((0, len(self.tags)), dtype="float32")
-                continue
-            for i, s in zip(chunk, self.model.predict([docs[i] for i in chunk])):
-                scores[i] = self.model.ops.to_numpy(s)
+        cache, lengths = self._tokenize(docs)
+        with wordpieces.pretokenized(cache):
+            for chunk in length_buckets(lengths, PREDICT_TOKEN_BUDGET):
+                if not any(len(docs[i]) for i in chunk):
+                    # A group of empty docs only (the encoder cannot run on it): nothing to score.
+                    for i in chunk:
+                        scores[i] = numpy.zeros((0, len(self.tags)), dtype="float32")
+                    continue
+                for i, s in zip(chunk, self.model.predict([docs[i] for i in chunk])):
+                    scores[i] = self.model.ops.to_numpy(s)
         return scores
 
-    def _batch_lengths(self, docs: Sequence[Doc]) -> List[int]:
-        """What a doc costs the encoder: its wordpiece count when the component owns its encoder
-        (one fast-tokenizer call for all docs), else its token count. Sorting by wordpieces
-        leaves far less padding than sorting by spaCy tokens."""
-        tokenizer = self._encoder_tokenizer()
-        if tokenizer is None:
-            return [len(d) for d in docs]
-        # verbose=False: long docs are windowed later; HF would warn about its 512 limit.
-        ids = tokenizer([d.text for d in docs], add_special_tokens=False, verbose=False)["input_ids"]
-        return [len(x) + 2 if len(d) else 0 for x, d in zip(ids, docs)]
+    def _tokenize(self, docs: Sequence[Doc]) -> Tuple[dict, List[int]]:
+        """What each doc costs the encoder, and the encodings to reuse for it.
+
+        When the component owns its encoder with a fast tokenizer, its spans are tokenized here,
+        once for all docs: the wordpiece counts sort the docs (far less padding than sorting by
+        spaCy tokens) and the encoder reuses the encodings. Otherwise (a listener to a shared
+        transformer): token counts and nothing to reuse.
+        """
+        encoder = self.encoder()
+        if encoder is None or not wordpieces.is_fast(encoder.tokenizer):
+            return {}, [len(d) for d in docs]
+        return wordpieces.encode_spans(encoder, docs)
 
     def encoder(self):
         """The component's own encoder (spacy-transformers TransformerModel), or None when it
@@ -329,13 +334,6 @@ class NERBert(TrainablePipe):
         from spacy_transformers.layers import TransformerModel
 
         return next((node for node in self.model.walk() if isinstance(node, TransformerModel)), None)
-
-    def _encoder_tokenizer(self):
-        from transformers import PreTrainedTokenizerFast
-
-        encoder = self.encoder()
-        tokenizer = encoder.tokenizer if encoder is not None else None
-        return tokenizer if isinstance(tokenizer, PreTrainedTokenizerFast) else None
 
     def set_tag_bias(self, bias: Optional[Sequence[float]]) -> None:
         """Add `bias` (one value per tag, in self.tags order) to the logits before decoding.
