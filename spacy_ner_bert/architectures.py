@@ -3,12 +3,13 @@ from typing import Callable, List, Literal
 
 from spacy.tokens import Doc
 from spacy.util import SimpleFrozenDict, registry
-from spacy_transformers.layers import TransformerListener, TransformerModel, split_trf_batch
+from spacy_transformers.layers import TransformerListener, TransformerModel
 from thinc.api import Linear, Model, chain
 from thinc.types import Floats2d
 
 from .encoders import resolve_encoder_name
 from .layers import first_wordpiece, mlp_head, token_classifier, wordpieces
+from .layers.first_wordpiece import pass_batch
 
 
 @registry.architectures("spacy-ner-bert.TokenClassifier.v1")
@@ -81,8 +82,9 @@ def build_transformer_encoder(
     # The same output as spacy-transformers' forward, with tokenizing and alignment vectorized
     # (layers/wordpieces.py). thinc has no public setter for a model's forward function.
     encoder._func = wordpieces.forward
-    # A chain of a chain, to match what spacy-transformers' replace_listeners builds.
-    return chain(chain(encoder, split_trf_batch()), first_wordpiece(grad_factor))
+    # A chain of a chain, the shape spacy-transformers' replace_listeners builds; pass_batch
+    # stands where split_trf_batch stood: first_wordpiece pools the whole batch at once.
+    return chain(chain(encoder, pass_batch()), first_wordpiece(grad_factor))
 
 
 @registry.architectures("spacy-ner-bert.TransformerListener.v1")

@@ -107,3 +107,50 @@ def test_padding_left_on_the_tokenizer_does_not_leak_in(nlp):
     encoder.tokenizer(["a", "a b c d"], padding="max_length", max_length=40)
     encodings = wordpieces.encode_texts(encoder.tokenizer, ["a b", "c"])
     assert [len(e) for e in encodings] == [4, 3]
+
+
+def test_batch_pooling_equals_pooling_per_doc(nlp):
+    """first_wordpiece on the whole batch == on spacy-transformers' split per doc, both ways."""
+    from thinc.api import torch2xp
+
+    from spacy_ner_bert.layers.first_wordpiece import first_wordpiece
+
+    encoder = nlp.get_pipe("ner_bert").encoder()
+    docs = [nlp.make_doc(t) for t in TEXTS]  # an empty doc and a windowed one among them
+    batch, _ = wordpieces.forward(encoder, docs, is_train=False)
+    pool = first_wordpiece(grad_factor=0.5)
+    whole, bp_whole = pool(batch, is_train=True)
+    split, bp_split = pool(batch.doc_data, is_train=True)
+    assert [len(y) for y in whole] == [len(d) for d in docs]
+    for a, b in zip(whole, split):
+        numpy.testing.assert_allclose(a, b, atol=1e-6)
+    rng = numpy.random.default_rng(0)
+    d_outputs = [rng.normal(size=y.shape).astype("float32") for y in whole]
+    d_whole = torch2xp(bp_whole(d_outputs).model_output.last_hidden_state)
+    d_split = batch.unsplit_by_doc([x.tensors for x in bp_split(d_outputs)]).model_output["output_0"]
+    assert numpy.abs(d_whole).sum() > 0
+    numpy.testing.assert_allclose(d_whole, torch2xp(d_split), atol=1e-6)
+
+
+def test_pipeline_saved_with_split_trf_batch_loads(nlp, tiny_bert):
+    """Pipelines saved before pass_batch replaced split_trf_batch load and predict the same."""
+    from spacy_transformers.layers import split_trf_batch
+
+    from spacy_ner_bert.layers.first_wordpiece import _pass_forward
+
+    old = spacy.blank("en")
+    pipe = old.add_pipe("ner_bert", config=ner_config(tiny_bert))
+    old.initialize()
+    encoder_chain = pipe.model.get_ref("tok2vec").layers[0]
+    encoder_chain.layers[1] = split_trf_batch()  # the node as older versions built it
+    assert encoder_chain.layers[1].name == "split-trf-batch"
+    docs = [old.make_doc(t) for t in TEXTS]
+    before = pipe.logits(docs)
+    loaded = spacy.blank("en")
+    loaded.add_pipe("ner_bert", config=ner_config(tiny_bert))
+    loaded.get_pipe("ner_bert").from_bytes(pipe.to_bytes())
+    after = loaded.get_pipe("ner_bert").logits(docs)
+    loaded_chain = loaded.get_pipe("ner_bert").model.get_ref("tok2vec").layers[0]
+    assert loaded_chain.layers[1]._func is _pass_forward  # pooled as one batch after loading
+    for a, b in zip(before, after):
+        numpy.testing.assert_allclose(a, b, atol=1e-5)

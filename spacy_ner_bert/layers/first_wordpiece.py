@@ -1,15 +1,20 @@
 """First-wordpiece pooling: one vector per spaCy token, from the encoder's wordpiece output."""
-from typing import Callable, List, Tuple
+from typing import Callable, Dict, List, Tuple, Union
 
 import numpy
-from spacy_transformers.data_classes import TransformerData
-from thinc.api import Model
+from spacy_transformers.data_classes import FullTransformerBatch, TransformerData
+from thinc.api import Model, torch2xp, xp2torch
 from thinc.types import Floats2d
 from transformers.file_utils import ModelOutput
 
 
-def first_wordpiece(grad_factor: float = 1.0) -> Model[List[TransformerData], List[Floats2d]]:
+def first_wordpiece(
+    grad_factor: float = 1.0,
+) -> Model[Union[FullTransformerBatch, List[TransformerData]], List[Floats2d]]:
     """Take each token's vector from its first wordpiece.
+
+    The input is the encoder's whole batch (FullTransformerBatch: pooled at once, the
+    component's own encoder) or its split per doc (List[TransformerData]: a listener).
 
     Where strided windows overlap, a token occurs in several windows: its vector is the mean of
     its first wordpiece in each of them. Tokens with no wordpiece (whitespace, characters the
@@ -49,7 +54,86 @@ def first_wordpiece_index(
     return rows, owners, counts
 
 
-def forward(model: Model, trf_datas: List[TransformerData], is_train: bool):
+def pass_batch() -> Model[FullTransformerBatch, FullTransformerBatch]:
+    """Hand the encoder's whole batch on (first_wordpiece pools it without a split per doc).
+
+    It takes the place of spacy-transformers' split_trf_batch in the model tree, so pipelines
+    saved with that node load unchanged (thinc matches nodes by position).
+    """
+    return Model("pass-trf-batch", _pass_forward)
+
+
+def _pass_forward(model: Model, batch: FullTransformerBatch, is_train: bool):
+    return batch, lambda d_batch: d_batch
+
+
+def forward(model: Model, inputs, is_train: bool):
+    if isinstance(inputs, FullTransformerBatch):
+        return _forward_batch(model, inputs, is_train)
+    return _forward_docs(model, inputs, is_train)
+
+
+def _forward_batch(model: Model, batch: FullTransformerBatch, is_train: bool):
+    """Pool the whole batch in one go; each doc's rows are its tokens' unique positions."""
+    ops = model.ops
+    grad_factor = model.attrs["grad_factor"]
+    hidden_t = batch.model_output.get("last_hidden_state") if batch.model_output else None
+    hidden = torch2xp(hidden_t) if hidden_t is not None and hidden_t.numel() else None
+    if hidden is not None and not model.has_dim("nO"):
+        model.set_dim("nO", int(hidden.shape[-1]))
+    width = int(hidden.shape[-1]) if hidden is not None else (model.get_dim("nO") if model.has_dim("nO") else 0)
+    # Tokens are numbered doc by doc, in order of first appearance (as spacy-transformers does);
+    # a doc's rows run from its first span's first token to its last span's last token.
+    doc_base: Dict[int, int] = {}
+    bounds: List[Tuple[int, int]] = []
+    n_positions = 0
+    for doc_spans in batch.spans:
+        if not doc_spans or not len(doc_spans[0]):
+            bounds.append((0, 0))
+            continue
+        doc = doc_spans[0].doc
+        if id(doc) not in doc_base:
+            doc_base[id(doc)] = n_positions
+            n_positions += len(doc)
+        base = doc_base[id(doc)]
+        bounds.append((base + doc_spans[0].start, base + doc_spans[-1].end))
+    Y = ops.alloc2f(n_positions, width)
+    if hidden is None:
+        outputs = [Y[a:b] for a, b in bounds]
+        return outputs, lambda d_outputs: batch
+    n_windows, window_len, _ = hidden.shape
+    rows, owners, counts = first_wordpiece_index(batch.align.dataXd, batch.align.lengths, window_len)
+    src = ops.reshape2f(hidden, -1, width)
+    rows_x, owners_x = ops.asarray1i(rows), ops.asarray1i(owners)
+    scale = ops.asarray2f((1.0 / numpy.maximum(counts, 1)).reshape(-1, 1))
+    if len(rows) and counts.max() <= 1:
+        Y[owners_x] = ops.asarray2f(src[rows_x], dtype="float32")
+    elif len(rows):
+        ops.xp.add.at(Y, owners_x, ops.asarray2f(src[rows_x], dtype="float32"))
+        Y *= scale
+    outputs = [Y[a:b] for a, b in bounds]
+
+    def backprop(d_outputs: List[Floats2d]) -> FullTransformerBatch:
+        dY = ops.alloc2f(n_positions, width)
+        for (a, b), d_out in zip(bounds, d_outputs):
+            if b > a:
+                dY[a:b] = d_out
+        d_src = ops.alloc2f(n_windows * window_len, width)
+        if len(rows_x):
+            ops.xp.add.at(d_src, rows_x, (dY * scale)[owners_x])
+        d_src *= grad_factor
+        d_hidden = d_src.reshape(hidden.shape).astype(hidden.dtype, copy=False)
+        return FullTransformerBatch(
+            spans=batch.spans,
+            wordpieces=batch.wordpieces,
+            model_output=ModelOutput(last_hidden_state=xp2torch(d_hidden)),
+            align=batch.align,
+        )
+
+    return outputs, backprop
+
+
+def _forward_docs(model: Model, trf_datas: List[TransformerData], is_train: bool):
     ops = model.ops
     grad_factor = model.attrs["grad_factor"]
     width = _find_width(model, trf_datas)
