@@ -103,14 +103,35 @@ def decode_docs(
 ) -> Tuple[List[numpy.ndarray], List[numpy.ndarray]]:
     """Decode logits of several docs into valid tag ids and each chosen tag's probability.
 
+    A doc whose per-token argmax already is a valid sequence keeps it: no valid sequence scores
+    higher, so it is what Viterbi finds (up to exact ties). Only the other docs run Viterbi.
+
     logits (Sequence[numpy.ndarray]): One (n_tokens, n_tags) array per doc (on CPU).
     tags (IOBTags): The tag set.
     RETURNS (Tuple[List[numpy.ndarray], List[numpy.ndarray]]): tag ids and their probabilities.
     """
-    log_probs = [log_softmax(x) for x in logits]
-    paths = viterbi_batch(log_probs, tags)
-    probs = [
-        numpy.exp(numpy.take_along_axis(lp, p[:, None], axis=1)[:, 0]) if len(p) else numpy.zeros((0,))
-        for lp, p in zip(log_probs, paths)
-    ]
+    lengths = numpy.array([len(x) for x in logits], dtype="int64")
+    ends = numpy.cumsum(lengths)
+    starts = ends - lengths
+    total = int(lengths.sum())
+    if total == 0:
+        return [numpy.zeros((0,), dtype="int64") for _ in logits], [numpy.zeros((0,)) for _ in logits]
+    # One log-softmax and one argmax over all tokens of all docs.
+    flat = log_softmax(numpy.concatenate([numpy.asarray(x).reshape(-1, len(tags)) for x in logits]))
+    best = flat.argmax(axis=1)
+    first = numpy.zeros((total,), dtype=bool)
+    first[starts[lengths > 0]] = True
+    prev = numpy.roll(best, 1)
+    valid = numpy.where(first, tags.allowed_start[best], tags.allowed[prev, best])
+    doc_of = numpy.repeat(numpy.arange(len(lengths)), lengths)
+    invalid_docs = numpy.unique(doc_of[~valid])
+    path_flat = best
+    if len(invalid_docs):
+        path_flat = best.copy()
+        fixed = viterbi_batch([flat[starts[b] : ends[b]] for b in invalid_docs], tags)
+        for b, path in zip(invalid_docs, fixed):
+            path_flat[starts[b] : ends[b]] = path
+    probs_flat = numpy.exp(flat[numpy.arange(total), path_flat])
+    paths = [path_flat[a:b] for a, b in zip(starts, ends)]
+    probs = [probs_flat[a:b] for a, b in zip(starts, ends)]
     return paths, probs

@@ -115,3 +115,23 @@ def test_log_softmax_rows_normalized():
     lp = log_softmax(x)
     assert numpy.allclose(numpy.exp(lp).sum(axis=1), 1.0)
     assert numpy.isneginf(lp[2, 1])
+
+
+def test_decode_docs_matches_brute_force_with_and_without_valid_argmax():
+    """Docs whose argmax is valid skip Viterbi; all must still get the best valid path."""
+    rng = numpy.random.default_rng(1)
+    small = IOBTags.from_entity_types(["A", "B"])
+    docs = []
+    for _ in range(40):
+        x = rng.normal(size=(int(rng.integers(0, 6)), len(small))) * 3
+        if rng.random() < 0.5:
+            x[:, small.is_inside] += 4  # often an invalid argmax (I- first or after another type)
+        docs.append(x)
+    assert any(len(x) and not small.is_valid(x.argmax(axis=1)) for x in docs)
+    assert any(len(x) and small.is_valid(x.argmax(axis=1)) for x in docs)
+    paths, probs = decode_docs(docs, small)
+    for x, path, prob in zip(docs, paths, probs):
+        assert path.dtype == numpy.int64 and len(path) == len(prob) == len(x)
+        if len(x):
+            assert tuple(path) == brute_force(log_softmax(x), small)
+            numpy.testing.assert_allclose(prob, numpy.exp(log_softmax(x)[numpy.arange(len(x)), path]))
