@@ -52,8 +52,10 @@ DEFAULT_SPANS_KEY = "ner_bert"
 # many wordpieces: padding a batch to its longest doc is what costs, not the number of forward calls.
 PREDICT_TOKEN_BUDGET = 2048
 # nlp.pipe reads this many docs at a time (or batch_size, if larger) before sorting them by
-# length: sorting only within batches of 64 left ~20% more padding than a global sort.
-DEFAULT_SORT_BUFFER = 1024
+# length: sorting only within batches of 64 left ~20% more padding than a global sort. On the
+# 7,009 GMB test sentences, padded wordpieces: 198,629 sorting 1,024 docs at a time, 190,980
+# sorting 4,096, 189,357 sorting all at once.
+DEFAULT_SORT_BUFFER = 4096
 
 # (tag ids, probability of each chosen tag) per doc
 Decoded = Tuple[List[numpy.ndarray], List[numpy.ndarray]]
