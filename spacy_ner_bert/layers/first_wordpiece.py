@@ -117,7 +117,7 @@ def _forward_batch(model: Model, batch: FullTransformerBatch, is_train: bool):
         dY = ops.alloc2f(n_positions, width)
         for (a, b), d_out in zip(bounds, d_outputs):
             if b > a:
-                dY[a:b] = d_out
+                dY[a:b] += d_out  # += : a doc given twice shares its rows
         d_src = ops.alloc2f(n_windows * window_len, width)
         if len(rows_x):
             ops.xp.add.at(d_src, rows_x, (dY * scale)[owners_x])

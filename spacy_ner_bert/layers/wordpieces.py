@@ -142,8 +142,8 @@ def _alignment(spans: List[Span], texts: List[str], encodings: list, width: int)
     """Wordpieces of each unique token, as get_alignment_via_offset_mapping computes them.
 
     A wordpiece at row k, column j (flat index k * width + j) is aligned to every token of span
-    k that one of its characters falls in, a token owning its characters and the one after it
-    (the following whitespace). Tokens are numbered by first appearance, doc by doc.
+    k that one of its characters falls in, a token owning its characters and its trailing
+    whitespace. Tokens are numbered by first appearance, doc by doc.
     """
     # Position of each doc's first token among the unique tokens of the batch.
     doc_base: Dict[int, int] = {}
