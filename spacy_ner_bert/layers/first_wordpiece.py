@@ -1,11 +1,13 @@
 """First-wordpiece pooling: one vector per spaCy token, from the encoder's wordpiece output."""
-from typing import Callable, Dict, List, Tuple, Union
+from typing import Callable, List, Tuple, Union
 
 import numpy
 from spacy_transformers.data_classes import FullTransformerBatch, TransformerData
 from thinc.api import Model, torch2xp, xp2torch
-from thinc.types import Floats2d
+from thinc.types import Floats2d, Ragged
 from transformers.file_utils import ModelOutput
+
+from .wordpieces import doc_offsets
 
 
 def first_wordpiece(
@@ -76,112 +78,67 @@ def forward(model: Model, inputs, is_train: bool):
 def _forward_batch(model: Model, batch: FullTransformerBatch, is_train: bool):
     """Pool the whole batch in one go; each doc's rows are its tokens' unique positions."""
     ops = model.ops
-    grad_factor = model.attrs["grad_factor"]
     hidden_t = batch.model_output.get("last_hidden_state") if batch.model_output else None
     hidden = torch2xp(hidden_t) if hidden_t is not None and hidden_t.numel() else None
     if hidden is not None and not model.has_dim("nO"):
         model.set_dim("nO", int(hidden.shape[-1]))
     width = int(hidden.shape[-1]) if hidden is not None else (model.get_dim("nO") if model.has_dim("nO") else 0)
-    # Tokens are numbered doc by doc, in order of first appearance (as spacy-transformers does);
-    # a doc's rows run from its first span's first token to its last span's last token.
-    doc_base: Dict[int, int] = {}
+    # A doc's rows run from its first span's first token to its last span's last token (as
+    # spacy-transformers' split_by_doc cuts them); a doc whose first span is empty gets none.
+    doc_base, n_positions = doc_offsets(span for doc_spans in batch.spans for span in doc_spans)
     bounds: List[Tuple[int, int]] = []
-    n_positions = 0
     for doc_spans in batch.spans:
         if not doc_spans or not len(doc_spans[0]):
             bounds.append((0, 0))
             continue
-        doc = doc_spans[0].doc
-        if id(doc) not in doc_base:
-            doc_base[id(doc)] = n_positions
-            n_positions += len(doc)
-        base = doc_base[id(doc)]
+        base = doc_base[id(doc_spans[0].doc)]
         bounds.append((base + doc_spans[0].start, base + doc_spans[-1].end))
-    Y = ops.alloc2f(n_positions, width)
     if hidden is None:
-        outputs = [Y[a:b] for a, b in bounds]
-        return outputs, lambda d_outputs: batch
-    n_windows, window_len, _ = hidden.shape
-    rows, owners, counts = first_wordpiece_index(batch.align.dataXd, batch.align.lengths, window_len)
-    src = ops.reshape2f(hidden, -1, width)
-    rows_x, owners_x = ops.asarray1i(rows), ops.asarray1i(owners)
-    scale = ops.asarray2f((1.0 / numpy.maximum(counts, 1)).reshape(-1, 1))
-    if len(rows) and counts.max() <= 1:
-        Y[owners_x] = ops.asarray2f(src[rows_x], dtype="float32")
-    elif len(rows):
-        ops.xp.add.at(Y, owners_x, ops.asarray2f(src[rows_x], dtype="float32"))
-        Y *= scale
-    outputs = [Y[a:b] for a, b in bounds]
+        Y = ops.alloc2f(n_positions, width)
+        return [Y[a:b] for a, b in bounds], lambda d_outputs: batch
+    Y, backprop_pool = _pool(model, hidden, batch.align)
 
     def backprop(d_outputs: List[Floats2d]) -> FullTransformerBatch:
         dY = ops.alloc2f(n_positions, width)
         for (a, b), d_out in zip(bounds, d_outputs):
             if b > a:
                 dY[a:b] += d_out  # += : a doc given twice shares its rows
-        d_src = ops.alloc2f(n_windows * window_len, width)
-        if len(rows_x):
-            ops.xp.add.at(d_src, rows_x, (dY * scale)[owners_x])
-        d_src *= grad_factor
-        d_hidden = d_src.reshape(hidden.shape).astype(hidden.dtype, copy=False)
         return FullTransformerBatch(
             spans=batch.spans,
             wordpieces=batch.wordpieces,
-            model_output=ModelOutput(last_hidden_state=xp2torch(d_hidden)),
+            model_output=ModelOutput(last_hidden_state=xp2torch(backprop_pool(dY))),
             align=batch.align,
         )
 
-    return outputs, backprop
+    return [Y[a:b] for a, b in bounds], backprop
 
 
 def _forward_docs(model: Model, trf_datas: List[TransformerData], is_train: bool):
     ops = model.ops
-    grad_factor = model.attrs["grad_factor"]
     width = _find_width(model, trf_datas)
     outputs: List[Floats2d] = []
-    callbacks: List[Callable] = []
+    callbacks: List = []
     for trf_data in trf_datas:
         hidden = trf_data.model_output.get("last_hidden_state") if trf_data.model_output else None
-        n_tokens = len(trf_data.align.lengths)
         if hidden is None or hidden.size == 0:
             # Empty doc: no spans were made for it, so the encoder gave it nothing.
-            outputs.append(ops.alloc2f(n_tokens, width))
+            outputs.append(ops.alloc2f(len(trf_data.align.lengths), width))
             callbacks.append(None)
             continue
-        n_windows, window_len, _ = hidden.shape
-        rows, owners, counts = first_wordpiece_index(
-            trf_data.align.dataXd, trf_data.align.lengths, window_len
-        )
-        src = ops.reshape2f(hidden, -1, width)
-        rows_x = ops.asarray1i(rows)
-        owners_x = ops.asarray1i(owners)
-        scale = ops.asarray2f((1.0 / numpy.maximum(counts, 1)).reshape(-1, 1))
-        Y = ops.alloc2f(n_tokens, width)
-        if len(rows) and counts.max() <= 1:
-            # Every token in one window only (any doc shorter than a window): a plain copy.
-            Y[owners_x] = ops.asarray2f(src[rows_x], dtype="float32")
-        elif len(rows):
-            # ufunc.at, not ops.scatter_add: thinc's cupy path calls a method cupy 14 deprecates.
-            ops.xp.add.at(Y, owners_x, ops.asarray2f(src[rows_x], dtype="float32"))
-            Y *= scale
+        Y, backprop_pool = _pool(model, hidden, trf_data.align)
         outputs.append(Y)
-        callbacks.append((trf_data, hidden.shape, hidden.dtype, rows_x, owners_x, scale))
+        callbacks.append(backprop_pool)
 
     def backprop(d_outputs: List[Floats2d]) -> List[TransformerData]:
         d_trf_datas: List[TransformerData] = []
-        for trf_data, d_out, info in zip(trf_datas, d_outputs, callbacks):
-            if info is None:
+        for trf_data, d_out, backprop_pool in zip(trf_datas, d_outputs, callbacks):
+            if backprop_pool is None:
                 # Empty docs have no rows in the encoder's batch: send nothing back for them,
                 # as spacy-transformers' own pooling does.
                 continue
-            trf_data, shape, dtype, rows_x, owners_x, scale = info
-            d_src = ops.alloc2f(shape[0] * shape[1], shape[2])
-            if len(rows_x):
-                ops.xp.add.at(d_src, rows_x, (d_out * scale)[owners_x])
-            d_src *= grad_factor
-            d_hidden = d_src.reshape(shape).astype(dtype, copy=False)
             d_trf_datas.append(
                 TransformerData(
-                    model_output=ModelOutput(last_hidden_state=d_hidden),
+                    model_output=ModelOutput(last_hidden_state=backprop_pool(d_out)),
                     wordpieces=trf_data.wordpieces,
                     align=trf_data.align,
                 )
@@ -189,6 +146,39 @@ def _forward_docs(model: Model, trf_datas: List[TransformerData], is_train: bool
         return d_trf_datas
 
     return outputs, backprop
+
+
+def _pool(model: Model, hidden, align: Ragged) -> Tuple[Floats2d, Callable]:
+    """Each token's first-wordpiece vector (mean over the windows it is in), and the backprop
+    from the tokens' gradient to the hidden states' (scaled by grad_factor).
+
+    hidden: (windows, window length, width) encoder output, numpy or cupy.
+    align (Ragged): The wordpieces of each token, flat indices into `hidden`'s rows.
+    """
+    ops = model.ops
+    grad_factor = model.attrs["grad_factor"]
+    n_windows, window_len, width = hidden.shape
+    rows, owners, counts = first_wordpiece_index(align.dataXd, align.lengths, window_len)
+    src = ops.reshape2f(hidden, -1, width)
+    rows_x, owners_x = ops.asarray1i(rows), ops.asarray1i(owners)
+    scale = ops.asarray2f((1.0 / numpy.maximum(counts, 1)).reshape(-1, 1))
+    Y = ops.alloc2f(len(align.lengths), width)
+    if len(rows) and counts.max() <= 1:
+        # Every token in one window only (any doc shorter than a window): a plain copy.
+        Y[owners_x] = ops.asarray2f(src[rows_x], dtype="float32")
+    elif len(rows):
+        # ufunc.at, not ops.scatter_add: thinc's cupy path calls a method cupy 14 deprecates.
+        ops.xp.add.at(Y, owners_x, ops.asarray2f(src[rows_x], dtype="float32"))
+        Y *= scale
+
+    def backprop(dY: Floats2d):
+        d_src = ops.alloc2f(n_windows * window_len, width)
+        if len(rows_x):
+            ops.xp.add.at(d_src, rows_x, (dY * scale)[owners_x])
+        d_src *= grad_factor
+        return d_src.reshape(hidden.shape).astype(hidden.dtype, copy=False)
+
+    return Y, backprop
 
 
 def _find_width(model: Model, trf_datas: List[TransformerData]) -> int:

@@ -10,7 +10,7 @@ and can reuse encodings made earlier for the same span texts (`pretokenized`), s
 """
 import contextvars
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy
 from spacy.attrs import IDX
@@ -138,14 +138,15 @@ def _wordpiece_batch(tokenizer, encodings: list) -> WordpieceBatch:
     )
 
 
-def _alignment(spans: List[Span], texts: List[str], encodings: list, width: int) -> Ragged:
-    """Wordpieces of each unique token, as get_alignment_via_offset_mapping computes them.
+def doc_offsets(spans: Iterable[Span]) -> Tuple[Dict[int, int], int]:
+    """Where each doc's tokens start among the unique tokens of a batch, and their number.
 
-    A wordpiece at row k, column j (flat index k * width + j) is aligned to every token of span
-    k that one of its characters falls in, a token owning its characters and its trailing
-    whitespace. Tokens are numbered by first appearance, doc by doc.
+    Tokens are numbered doc by doc, in the order the spans' docs first appear, as
+    spacy-transformers' get_token_positions numbers them (the rows of the alignment).
+
+    spans (Iterable[Span]): The batch's spans, in order.
+    RETURNS (Tuple[Dict[int, int], int]): id(doc) -> its first token's number; the total.
     """
-    # Position of each doc's first token among the unique tokens of the batch.
     doc_base: Dict[int, int] = {}
     n_positions = 0
     for span in spans:
@@ -153,6 +154,17 @@ def _alignment(spans: List[Span], texts: List[str], encodings: list, width: int)
         if id(doc) not in doc_base:
             doc_base[id(doc)] = n_positions
             n_positions += len(doc)
+    return doc_base, n_positions
+
+
+def _alignment(spans: List[Span], texts: List[str], encodings: list, width: int) -> Ragged:
+    """Wordpieces of each unique token, as get_alignment_via_offset_mapping computes them.
+
+    A wordpiece at row k, column j (flat index k * width + j) is aligned to every token of span
+    k that one of its characters falls in, a token owning its characters and its trailing
+    whitespace. Tokens are numbered by first appearance, doc by doc.
+    """
+    doc_base, n_positions = doc_offsets(spans)
     doc_arrays: Dict[int, numpy.ndarray] = {}
     starts, positions, wp_lo, wp_hi, wp_flat = [], [], [], [], []
     char_base = 0
