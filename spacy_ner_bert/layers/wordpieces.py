@@ -85,9 +85,10 @@ def forward(model, docs: List[Doc], is_train: bool):
         texts.extend(_span_texts(doc, doc_spans))
     cache = _PRETOKENIZED.get() or {}
     missing = [t for t in texts if t not in cache]
-    if missing:
-        cache = {**cache, **dict(zip(missing, encode_texts(tokenizer, missing)))}
-    encodings = [cache[t] for t in texts]
+    # Texts not tokenized beforehand (all of them in training; none within logits(), which
+    # tokenized every span), without copying the cache.
+    fresh = dict(zip(missing, encode_texts(tokenizer, missing))) if missing else {}
+    encodings = [fresh[t] if t in fresh else cache[t] for t in texts]
     wordpieces = _wordpiece_batch(tokenizer, encodings)
     align = _alignment(flat_spans, texts, encodings, wordpieces.input_ids.shape[1])
     wordpieces, align = truncate_oversize_splits(wordpieces, align, tokenizer.model_max_length)
