@@ -25,7 +25,7 @@ cp .gpu/minilm/*.json .gpu/minilm/vocab.txt /tmp/minilm/ && xz -dc .gpu/minilm/m
 python3 -c "import spacy, thinc, spacy_transformers, transformers, torch, cupy, spacy_ner_bert; print('stack ok: spacy', spacy.__version__, 'thinc', thinc.__version__, 'transformers', transformers.__version__, 'torch', torch.__version__, 'cupy', cupy.__version__, torch.cuda.get_device_name(0))" || exit 3
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $R/gpu.txt
 echo "== GPU tests, in the background until training ends ($(left)s left)"
-( timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_registration.py \
+[ -n "${NO_TESTS:-}" ] || ( timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_registration.py \
     tests/test_wordpieces.py > $R/pytest_gpu.txt 2>&1 ) &
 TESTS=$!
 echo "== convert ($(left)s left)"
@@ -34,6 +34,7 @@ echo "$SHA  .gpu/gmb_v_2.2.0_clean.zip" | sha256sum -c - || exit 4
 python3 scripts/assets.py .gpu/gmb_v_2.2.0_clean.zip /tmp/gmb --sha256 $SHA > $R/assets.log 2>&1
 python3 scripts/convert.py /tmp/gmb /tmp/corpus --labels-file configs/gmb_labels.txt --dev-size 2000 --seed 0 > $R/convert.log 2>&1 || { cat $R/convert.log; exit 5; }
 CFG=configs/minilm_cpu.cfg
+if [ -z "${STEPS:-}" ]; then
 echo "== probe, $N processes ($(left)s left)"
 for i in $(seq 1 $N); do python3 benchmarks/device/probe_speed.py $CFG /tmp/corpus/train.spacy /tmp/minilm 60 > $R/probe_$i.log 2>&1 & done; wait
 RATE=$(grep -h STEPS_PER_S $R/probe_*.log | awk '{s+=$2; n++} END {if (n) printf "%.3f", s/n; else print 0}')
@@ -43,6 +44,7 @@ echo "steps/s per process with $N in parallel: $RATE"
 # ~20 % slower than the probe (batches by padded size, validation), hence the 0.8.
 TRAIN_S=$(( $(left) - 120 ))
 STEPS=$(python3 -c "r=float('$RATE'); print(max(200, min(int(0.8 * r * ($TRAIN_S - 100)), 6870)))")
+else TRAIN_S=$(( $(left) - 60 )); fi  # STEPS given: no probe (to repeat an earlier run's length)
 EVAL_FREQ=$(( STEPS / 4 ))
 echo "train ${TRAIN_S}s: ${STEPS} steps, eval every ${EVAL_FREQ}"
 for line in "${LINES[@]}"; do
@@ -54,7 +56,7 @@ for line in "${LINES[@]}"; do
       --training.optimizer.learn_rate.total_steps $STEPS $args > $R/train_$name.log 2>&1
     echo "rc $? wall $(( $(date +%s) - s ))s" >> $R/train_$name.log ) &
 done; wait
-echo "GPU tests: $(tail -1 $R/pytest_gpu.txt)"
+[ -n "${NO_TESTS:-}" ] || echo "GPU tests: $(tail -1 $R/pytest_gpu.txt)"
 echo "== calibrate + test ($(left)s left)"
 for d in /tmp/runs/*; do
   n=$(basename $d); m=$d/model-best; [ -d $m ] || m=$d/model-last
