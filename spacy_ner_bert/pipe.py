@@ -13,6 +13,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
+from .averages import torch_averages
 from .decode import decode_docs
 from .encoders import check_encoder_source
 from .layers import wordpieces
@@ -525,6 +526,17 @@ class NERBert(TrainablePipe):
             self.model.initialize(X=doc_sample, Y=label_sample)
         except OSError as err:  # transformers' "can't load" errors
             raise ValueError(f"[ner_bert] Could not load the encoder: {err}") from err
+
+    def use_params(self, params: dict):
+        """Use `params` (e.g. `optimizer.averages`) until resumed: for the thinc layers as
+        TrainablePipe does, and for the PyTorch encoder inside this component's model too (thinc's
+        PyTorch shim misses its own averages; see spacy_ner_bert/averages.py). A plain generator,
+        as spaCy's Language.use_params drives it with next().
+
+        params (dict): Parameter values keyed as thinc's optimizer keys them.
+        """
+        with self.model.use_params(params), torch_averages(self.model, params):
+            yield
 
     def _class_weights(self, examples: Iterable[Example]) -> List[float]:
         """Inverse-frequency tag weights, normalized to a mean of 1 over the gold tokens."""
