@@ -80,9 +80,7 @@ def _forward_batch(model: Model, batch: FullTransformerBatch, is_train: bool):
     ops = model.ops
     hidden_t = batch.model_output.get("last_hidden_state") if batch.model_output else None
     hidden = torch2xp(hidden_t) if hidden_t is not None and hidden_t.numel() else None
-    if hidden is not None and not model.has_dim("nO"):
-        model.set_dim("nO", int(hidden.shape[-1]))
-    width = int(hidden.shape[-1]) if hidden is not None else (model.get_dim("nO") if model.has_dim("nO") else 0)
+    width = _width(model, hidden)
     # A doc's rows run from its first span's first token to its last span's last token (as
     # spacy-transformers' split_by_doc cuts them); a doc whose first span is empty gets none.
     doc_base, n_positions = doc_offsets(span for doc_spans in batch.spans for span in doc_spans)
@@ -182,11 +180,15 @@ def _pool(model: Model, hidden, align: Ragged) -> Tuple[Floats2d, Callable]:
 
 
 def _find_width(model: Model, trf_datas: List[TransformerData]) -> int:
-    for trf_data in trf_datas:
-        hidden = trf_data.model_output.get("last_hidden_state") if trf_data.model_output else None
-        if hidden is not None and hidden.size:
-            if not model.has_dim("nO"):
-                model.set_dim("nO", int(hidden.shape[-1]))
-            return int(hidden.shape[-1])
-    # A batch of empty docs only: the width is whatever the encoder had before, if known.
+    hiddens = (t.model_output.get("last_hidden_state") if t.model_output else None for t in trf_datas)
+    return _width(model, next((h for h in hiddens if h is not None and h.size), None))
+
+
+def _width(model: Model, hidden) -> int:
+    """The encoder's width: from `hidden` (recorded as nO the first time), or, with no hidden
+    states (a batch of empty docs only), whatever the encoder had before, if known."""
+    if hidden is not None:
+        if not model.has_dim("nO"):
+            model.set_dim("nO", int(hidden.shape[-1]))
+        return int(hidden.shape[-1])
     return model.get_dim("nO") if model.has_dim("nO") else 0
