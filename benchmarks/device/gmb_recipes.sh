@@ -27,7 +27,6 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $R/gpu.txt
 echo "== GPU tests, in the background until training ends ($(left)s left)"
 [ -n "${NO_TESTS:-}" ] || ( timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_registration.py \
     tests/test_wordpieces.py > $R/pytest_gpu.txt 2>&1 ) &
-TESTS=$!
 echo "== convert ($(left)s left)"
 SHA=$(grep -o 'f35eb7[0-9a-f]*' project.yml)
 echo "$SHA  .gpu/gmb_v_2.2.0_clean.zip" | sha256sum -c - || exit 4
