@@ -18,6 +18,7 @@ def main(
     seed: int = typer.Option(0, help="Seed of the train/validation shuffle"),
     train_limit: int = typer.Option(0, help="Use only the first N train sentences (+ dev_size); 0 = all"),
     test_limit: int = typer.Option(0, help="Use only the first N test sentences; 0 = all"),
+    doc_sents: int = typer.Option(1, help="Consecutive sentences per doc: >1 gives the encoder its neighbours as context"),
     strict: bool = typer.Option(False, help="Reject an I-X that does not continue an entity instead of making it B-X"),
 ):
     """Read, check and convert; errors name the file and line, and leave no partial output."""
@@ -25,7 +26,7 @@ def main(
         convert_corpus(
             input_dir, output_dir, fmt=fmt, train_split=train_split, test_split=test_split,
             labels_file=labels_file, dev_size=dev_size, seed=seed, train_limit=train_limit,
-            test_limit=test_limit, repair=not strict, log=typer.echo,
+            test_limit=test_limit, doc_sents=doc_sents, repair=not strict, log=typer.echo,
         )
     except (CorpusError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)

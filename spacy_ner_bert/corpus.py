@@ -188,13 +188,28 @@ def read_conll(
     return sentences, report
 
 
-def sentences_to_docs(sentences: Iterable[Sentence], vocab: Vocab) -> List[Doc]:
-    """One Doc per sentence; its tokens are exactly the given words, its entities the tags."""
+def sentences_to_docs(sentences: Iterable[Sentence], vocab: Vocab, doc_sents: int = 1) -> List[Doc]:
+    """Docs of `doc_sents` consecutive sentences each (the last may hold fewer); their tokens
+    are exactly the given words, their entities the tags, and each sentence starts a sentence.
+
+    With doc_sents > 1 the encoder sees the neighbouring sentences as context (its strided
+    windows span sentence boundaries), as it does on a user's multi-sentence documents.
+    """
     docs = []
-    for words, tags in sentences:
+    for group in group_sentences(list(sentences), doc_sents):
+        words = [w for ws, _ in group for w in ws]
+        tags = [t for _, ts in group for t in ts]
+        sent_starts = [i == 0 for ws, _ in group for i in range(len(ws))]
         spaces = [True] * (len(words) - 1) + [False]
-        docs.append(Doc(vocab, words=words, spaces=spaces, ents=tags))
+        docs.append(Doc(vocab, words=words, spaces=spaces, ents=tags, sent_starts=sent_starts))
     return docs
+
+
+def group_sentences(sentences: Sequence[Sentence], size: int) -> List[List[Sentence]]:
+    """Consecutive runs of `size` sentences, in order (the last run may be shorter)."""
+    if size < 1:
+        raise ValueError(f"doc_sents (sentences per doc) must be at least 1, got {size}")
+    return [list(sentences[i : i + size]) for i in range(0, len(sentences), size)]
 
 
 def unannotated_copy(doc: Doc) -> Doc:
@@ -223,7 +238,7 @@ def write_docbin(docs: Iterable[Doc], path: Path) -> None:
     """Write a DocBin atomically: a failed write leaves no partial file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = DocBin(attrs=["ORTH", "SPACY", "ENT_IOB", "ENT_TYPE"], docs=docs, store_user_data=False).to_bytes()
+    data = DocBin(attrs=["ORTH", "SPACY", "ENT_IOB", "ENT_TYPE", "SENT_START"], docs=docs, store_user_data=False).to_bytes()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -271,13 +286,16 @@ def convert_corpus(
     seed: int = 0,
     train_limit: int = 0,
     test_limit: int = 0,
+    doc_sents: int = 1,
     repair: bool = True,
     log: Callable[[str], None] = print,
 ) -> Dict[str, ConversionReport]:
     """Convert IOB data to train.spacy, dev.spacy (held out of train) and test.spacy.
 
-    The train split is shuffled with `seed` and `dev_size` sentences are held out for checkpoint
-    selection; the test split (NeMo's "dev") is kept whole for the final score. Everything is
+    Consecutive sentences are grouped into docs of `doc_sents` (1: one doc per sentence). The
+    train split's docs are shuffled with `seed` and docs holding `dev_size` sentences (rounded
+    up to whole docs) are held out for checkpoint selection; the test split (NeMo's "dev") is
+    kept whole for the final score. Everything is
     read and checked before anything is written, and each file is written atomically.
 
     RETURNS (Dict[str, ConversionReport]): What was read, per output file.
@@ -291,7 +309,11 @@ def convert_corpus(
         train_all = train_all[: train_limit + dev_size]
     if test_limit:
         test = test[:test_limit]
-    train, dev = split_train_dev(train_all, dev_size, seed)
+    # Whole docs are held out, so no validation sentence is another train doc's context.
+    groups = group_sentences(train_all, doc_sents)
+    train_groups, dev_groups = split_train_dev(groups, -(-dev_size // doc_sents), seed)
+    train = [s for group in train_groups for s in group]
+    dev = [s for group in dev_groups for s in group]
     vocab = Vocab()
     reports = {}
     for name, sentences in (("train", train), ("dev", dev), ("test", test)):
@@ -301,7 +323,7 @@ def convert_corpus(
         reports[name] = report
     outputs = {name: Path(output_dir) / f"{name}.spacy" for name in ("train", "dev", "test")}
     for name, sentences in (("train", train), ("dev", dev), ("test", test)):
-        write_docbin(sentences_to_docs(sentences, vocab), outputs[name])
+        write_docbin(sentences_to_docs(sentences, vocab, doc_sents), outputs[name])
         log(f"wrote {outputs[name]}: {reports[name].summary()}")
     reports["read_train"], reports["read_test"] = train_report, test_report
     return reports

@@ -153,3 +153,39 @@ def test_convert_leaves_no_partial_output(tmp_path):
     with pytest.raises(CorpusError, match="text_dev.txt:2 has 1 words"):
         convert_corpus(data, out, dev_size=2, log=lambda m: None)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_convert_groups_sentences_into_docs(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_pair(data, "train", "".join(f"w{i} Paris\n" for i in range(20)), "O B-GPE\n" * 20)
+    # An entity split by the sentence boundary stays two entities (line 2 starts with I-LOC,
+    # repaired to B-LOC).
+    write_pair(data, "dev", "to New\nYork now\nbye\n", "O B-LOC\nI-LOC O\nO\n")
+    out = tmp_path / "out"
+    convert_corpus(data, out, dev_size=5, seed=0, doc_sents=3, log=lambda m: None)
+    vocab = spacy.blank("en").vocab
+    docs = {n: list(DocBin().from_disk(out / f"{n}.spacy").get_docs(vocab)) for n in ("train", "dev", "test")}
+    # 7 docs (6 of 3 sentences, 1 of 2); 5 sentences round up to 2 whole docs held out.
+    assert [len(list(d.sents)) for d in docs["dev"]] == [3, 3]
+    assert sum(len(list(d.sents)) for d in docs["train"]) == 14
+    # A held-out doc is a run of consecutive sentences, in order.
+    for doc in docs["dev"] + docs["train"]:
+        firsts = [int(s[0].text[1:]) for s in doc.sents]
+        assert firsts == list(range(firsts[0], firsts[0] + len(firsts)))
+    train_sents = {s[0].text for d in docs["train"] for s in d.sents}
+    assert not train_sents & {s[0].text for d in docs["dev"] for s in d.sents}
+    (test_doc,) = docs["test"]
+    assert [s.text for s in test_doc.sents] == ["to New", "York now", "bye"]
+    assert [(e.text, e.label_) for e in test_doc.ents] == [("New", "LOC"), ("York", "LOC")]
+
+
+def test_convert_rejects_bad_doc_sents(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_pair(data, "train", "a b\n" * 10, "O O\n" * 10)
+    write_pair(data, "dev", "a b\n", "O O\n")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="doc_sents .* must be at least 1, got 0"):
+        convert_corpus(data, out, dev_size=2, doc_sents=0, log=lambda m: None)
+    assert not out.exists()
