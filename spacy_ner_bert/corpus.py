@@ -295,8 +295,8 @@ def convert_corpus(
     Consecutive sentences are grouped into docs of `doc_sents` (1: one doc per sentence). The
     train split's docs are shuffled with `seed` and docs holding `dev_size` sentences (rounded
     up to whole docs) are held out for checkpoint selection; the test split (NeMo's "dev") is
-    kept whole for the final score. Everything is
-    read and checked before anything is written, and each file is written atomically.
+    kept whole for the final score. Everything is read and checked before anything is written,
+    and each file is written atomically.
 
     RETURNS (Dict[str, ConversionReport]): What was read, per output file.
     """
@@ -311,7 +311,13 @@ def convert_corpus(
         test = test[:test_limit]
     # Whole docs are held out, so no validation sentence is another train doc's context.
     groups = group_sentences(train_all, doc_sents)
-    train_groups, dev_groups = split_train_dev(groups, -(-dev_size // doc_sents), seed)
+    dev_docs = -(-dev_size // doc_sents)
+    if dev_size < 0 or dev_docs >= len(groups):
+        raise ValueError(
+            f"dev_size must be in [0, {len(train_all)}) and leave at least one train doc: "
+            f"got {dev_size} of {len(train_all)} sentences in {len(groups)} docs of {doc_sents}"
+        )
+    train_groups, dev_groups = split_train_dev(groups, dev_docs, seed)
     train = [s for group in train_groups for s in group]
     dev = [s for group in dev_groups for s in group]
     vocab = Vocab()

@@ -189,3 +189,14 @@ def test_convert_rejects_bad_doc_sents(tmp_path):
     with pytest.raises(ValueError, match="doc_sents .* must be at least 1, got 0"):
         convert_corpus(data, out, dev_size=2, doc_sents=0, log=lambda m: None)
     assert not out.exists()
+
+
+def test_convert_rejects_a_dev_size_that_takes_every_doc(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_pair(data, "train", "a b\n" * 10, "O O\n" * 10)
+    write_pair(data, "dev", "a b\n", "O O\n")
+    with pytest.raises(ValueError, match=r"dev_size must be in \[0, 10\) .* got 7 of 10 sentences in 2 docs of 5"):
+        convert_corpus(data, tmp_path / "out", dev_size=7, doc_sents=5, log=lambda m: None)
+    with pytest.raises(ValueError, match=r"got 10 of 10 sentences in 10 docs of 1"):
+        convert_corpus(data, tmp_path / "out", dev_size=10, log=lambda m: None)
