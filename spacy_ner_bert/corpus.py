@@ -188,15 +188,15 @@ def read_conll(
     return sentences, report
 
 
-def sentences_to_docs(sentences: Iterable[Sentence], vocab: Vocab, doc_sents: int = 1) -> List[Doc]:
-    """Docs of `doc_sents` consecutive sentences each (the last may hold fewer); their tokens
-    are exactly the given words, their entities the tags, and each sentence starts a sentence.
+def groups_to_docs(groups: Iterable[Sequence[Sentence]], vocab: Vocab) -> List[Doc]:
+    """One Doc per group of consecutive sentences (group_sentences); its tokens are exactly the
+    given words, its entities the tags, and each sentence starts a sentence.
 
-    With doc_sents > 1 the encoder sees the neighbouring sentences as context (its strided
-    windows span sentence boundaries), as it does on a user's multi-sentence documents.
+    With groups of more than one sentence the encoder sees the neighbouring sentences as context
+    (its strided windows span sentence boundaries), as it does on a user's multi-sentence documents.
     """
     docs = []
-    for group in group_sentences(list(sentences), doc_sents):
+    for group in groups:
         words = [w for ws, _ in group for w in ws]
         tags = [t for _, ts in group for t in ts]
         sent_starts = [i == 0 for ws, _ in group for i in range(len(ws))]
@@ -318,18 +318,17 @@ def convert_corpus(
             f"got {dev_size} of {len(train_all)} sentences in {len(groups)} docs of {doc_sents}"
         )
     train_groups, dev_groups = split_train_dev(groups, dev_docs, seed)
-    train = [s for group in train_groups for s in group]
-    dev = [s for group in dev_groups for s in group]
+    splits = {"train": train_groups, "dev": dev_groups, "test": group_sentences(test, doc_sents)}
     vocab = Vocab()
     reports = {}
-    for name, sentences in (("train", train), ("dev", dev), ("test", test)):
+    for name, split_groups in splits.items():
         report = ConversionReport()
-        for words, tags in sentences:
+        for words, tags in (sentence for group in split_groups for sentence in group):
             report.add(words, tags)
         reports[name] = report
-    outputs = {name: Path(output_dir) / f"{name}.spacy" for name in ("train", "dev", "test")}
-    for name, sentences in (("train", train), ("dev", dev), ("test", test)):
-        write_docbin(sentences_to_docs(sentences, vocab, doc_sents), outputs[name])
+    outputs = {name: Path(output_dir) / f"{name}.spacy" for name in splits}
+    for name, split_groups in splits.items():
+        write_docbin(groups_to_docs(split_groups, vocab), outputs[name])
         log(f"wrote {outputs[name]}: {reports[name].summary()}")
     reports["read_train"], reports["read_test"] = train_report, test_report
     return reports
