@@ -12,6 +12,8 @@ from typing import Dict, Iterator, List, Tuple
 
 from thinc.api import Model, xp2torch
 
+from .encoder_params import torch_parameters
+
 
 @contextlib.contextmanager
 def torch_averages(model: Model, params: Dict) -> Iterator[int]:
@@ -27,20 +29,13 @@ def torch_averages(model: Model, params: Dict) -> Iterator[int]:
         if params:
             import torch
 
-            seen = set()
-            for node in model.walk():
-                for shim in node.shims:
-                    torch_model = getattr(shim, "_model", None)
-                    if not isinstance(torch_model, torch.nn.Module) or shim.id in seen:
+            with torch.no_grad():
+                for key, param in torch_parameters(model):
+                    average = params.get(key)
+                    if average is None:
                         continue
-                    seen.add(shim.id)
-                    with torch.no_grad():
-                        for name, param in torch_model.named_parameters():
-                            average = params.get((shim.id, name))
-                            if average is None:
-                                continue
-                            saved.append((param, param.data.clone()))
-                            param.data.copy_(xp2torch(average, device=param.device).to(param.dtype))
+                    saved.append((param, param.data.clone()))
+                    param.data.copy_(xp2torch(average, device=param.device).to(param.dtype))
         yield len(saved)
     finally:
         for param, data in saved:

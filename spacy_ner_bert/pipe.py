@@ -1,4 +1,5 @@
 """The `ner_bert` factory and its TrainablePipe: predict, decode, write doc.ents, train."""
+import math
 import warnings
 from itertools import islice
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -15,6 +16,7 @@ from thinc.types import Floats2d
 
 from .averages import torch_averages
 from .decode import decode_docs
+from .encoder_params import EncoderLRScale, torch_parameters
 from .encoders import check_encoder_source
 from .layers import wordpieces
 from .tags import MISSING, IOBTags
@@ -71,6 +73,7 @@ Decoded = Tuple[List[numpy.ndarray], List[numpy.ndarray]]
         "spans_key": DEFAULT_SPANS_KEY,
         "label_smoothing": 0.0,
         "class_weighting": 0.0,
+        "encoder_lr_scale": 1.0,
         "checkpoint": None,
         "sort_buffer": DEFAULT_SORT_BUFFER,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
@@ -85,6 +88,7 @@ def make_ner_bert(
     spans_key: str,
     label_smoothing: float,
     class_weighting: float,
+    encoder_lr_scale: float,
     checkpoint: Optional[str],
     sort_buffer: int,
     scorer: Optional[Callable],
@@ -98,6 +102,9 @@ def make_ner_bert(
     class_weighting (float): Weight each gold tag by (its frequency / the most frequent
         tag's)^-class_weighting in the loss, counted on the training data at initialize, so rare
         tags (I-GPE, B-MISC) count more; 0 = unweighted cross-entropy.
+    encoder_lr_scale (float): The embedded encoder's learning rate as a fraction of the
+        optimizer's, which the head keeps (e.g. 0.2 with the optimizer at 5e-4: encoder 1e-4,
+        head 5e-4); 0 freezes the encoder. Only for an embedded encoder, not a listener.
     checkpoint (Optional[str]): A trained model to start from: a Hugging Face token-classification
         directory or a NeMo .nemo file. Its encoder, head and labels replace `model` and are
         ready to use without initialize. The saved pipeline keeps this path in its config and
@@ -119,7 +126,7 @@ def make_ner_bert(
             pipe = NERBert(
                 nlp.vocab, model, name, overwrite=overwrite, spans_key=spans_key,
                 label_smoothing=label_smoothing, class_weighting=class_weighting,
-                sort_buffer=sort_buffer, scorer=scorer,
+                encoder_lr_scale=encoder_lr_scale, sort_buffer=sort_buffer, scorer=scorer,
             )
             load_into_pipe(pipe, ckpt)
         finally:
@@ -133,6 +140,7 @@ def make_ner_bert(
         spans_key=spans_key,
         label_smoothing=label_smoothing,
         class_weighting=class_weighting,
+        encoder_lr_scale=encoder_lr_scale,
         sort_buffer=sort_buffer,
         scorer=scorer,
     )
@@ -182,6 +190,7 @@ class NERBert(TrainablePipe):
         spans_key: str = DEFAULT_SPANS_KEY,
         label_smoothing: float = 0.0,
         class_weighting: float = 0.0,
+        encoder_lr_scale: float = 1.0,
         sort_buffer: int = DEFAULT_SORT_BUFFER,
         scorer: Optional[Callable] = None,
     ) -> None:
@@ -194,6 +203,7 @@ class NERBert(TrainablePipe):
         spans_key (str): Key in doc.spans for scored entities ("" to skip).
         label_smoothing (float): Label smoothing for training.
         class_weighting (float): Exponent of the inverse-frequency tag weights (0 = none).
+        encoder_lr_scale (float): The encoder's learning rate as a fraction of the head's (>= 0).
         sort_buffer (int): Docs read at a time by `pipe` before length-sorting (>= 1).
         scorer (Optional[Callable]): The scoring method.
         """
@@ -201,9 +211,18 @@ class NERBert(TrainablePipe):
             raise ValueError(f"[ner_bert] label_smoothing must be in [0, 1), got {label_smoothing}.")
         if not 0.0 <= class_weighting <= 1.0:
             raise ValueError(f"[ner_bert] class_weighting must be in [0, 1], got {class_weighting}.")
+        if (
+            isinstance(encoder_lr_scale, bool)
+            or not isinstance(encoder_lr_scale, (int, float))
+            or not 0.0 <= encoder_lr_scale < math.inf
+        ):
+            raise ValueError(
+                f"[ner_bert] encoder_lr_scale must be a finite number >= 0, got {encoder_lr_scale!r}."
+            )
         if isinstance(sort_buffer, bool) or not isinstance(sort_buffer, int) or sort_buffer < 1:
             raise ValueError(f"[ner_bert] sort_buffer must be an integer >= 1, got {sort_buffer!r}.")
         self.sort_buffer = sort_buffer
+        self.encoder_lr_scale = float(encoder_lr_scale)
         self.quantized = False  # set by spacy_ner_bert.quantize_int8
         self.vocab = vocab
         self.model = model
@@ -415,6 +434,25 @@ class NERBert(TrainablePipe):
             self.finish_update(sgd)
         losses[self.name] += loss
         return losses
+
+    def finish_update(self, sgd: Optimizer) -> None:
+        """Update the parameters with their gradients: the encoder's at `encoder_lr_scale` times
+        the optimizer's learning rate, the head's at that rate.
+
+        sgd (Optimizer): The optimizer.
+        """
+        scale = self.encoder_lr_scale
+        if scale == 1.0:
+            self.model.finish_update(sgd)
+            return
+        encoder_keys = {key for key, _ in torch_parameters(self.model)}
+        if not encoder_keys:
+            raise ValueError(
+                f"[ner_bert] encoder_lr_scale = {scale} needs the encoder inside this component, "
+                "but it has none (a TransformerListener?): set the learning rate of the "
+                "transformer component instead, or set encoder_lr_scale = 1.0."
+            )
+        self.model.finish_update(EncoderLRScale(sgd, encoder_keys, scale))
 
     def gold_tag_ids(self, examples: Sequence[Example]) -> List[numpy.ndarray]:
         """Gold IOB tag ids per predicted token; MISSING (-1) where the gold is unknown.

@@ -1,0 +1,90 @@
+"""encoder_lr_scale: the embedded encoder trains at a fraction of the optimizer's learning rate,
+the head at the full rate, with one optimizer (its moments and averages stay keyed as before)."""
+import math
+
+import numpy
+import pytest
+import spacy
+from spacy.util import fix_random_seed
+from thinc.api import Adam, Config
+
+from spacy_ner_bert.encoder_params import torch_parameters
+from test_listener import CONFIG as LISTENER_CONFIG
+from util import make_examples, ner_config
+
+
+def _pipeline(encoder, **extra):
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner_bert", config=ner_config(encoder, **extra))
+    examples = make_examples(nlp)
+    nlp.initialize(lambda: examples)
+    return nlp, examples
+
+
+def _encoder_params(pipe):
+    return {key: p.detach().numpy().copy() for key, p in torch_parameters(pipe.model)}
+
+
+def _head_params(pipe):
+    return {
+        (node.id, n): node.get_param(n).copy()
+        for node in pipe.model.walk()
+        for n in node.param_names
+        if node.has_param(n)
+    }
+
+
+def _one_step(encoder, scale):
+    """Parameter changes after one Adam step (dropout off, same seed for both scales)."""
+    nlp, examples = _pipeline(encoder, encoder_lr_scale=scale)
+    pipe = nlp.get_pipe("ner_bert")
+    enc0, head0 = _encoder_params(pipe), _head_params(pipe)
+    fix_random_seed(1)
+    nlp.update(examples, sgd=Adam(1e-3), drop=0.0)
+    enc1, head1 = _encoder_params(pipe), _head_params(pipe)
+    enc = [enc1[k] - enc0[k] for k in sorted(enc0, key=lambda k: k[1])]
+    head = [head1[k] - head0[k] for k in sorted(head0, key=lambda k: str(k[1]) + str(k[0]))]
+    return enc, head
+
+
+def test_encoder_steps_scale_with_encoder_lr_scale_and_the_head_does_not(tiny_bert):
+    enc_full, head_full = _one_step(tiny_bert, 1.0)
+    enc_part, head_part = _one_step(tiny_bert, 0.25)
+    assert sum(float(numpy.abs(d).sum()) for d in enc_full) > 0
+    for full, part in zip(enc_full, enc_part):
+        # atol: float32 rounding of weights near 1 (LayerNorm); the steps are ~1e-3 and ~2.5e-4
+        numpy.testing.assert_allclose(part, 0.25 * full, rtol=1e-4, atol=1e-6)
+    for full, part in zip(head_full, head_part):
+        numpy.testing.assert_allclose(part, full, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_freezes_the_encoder_and_the_head_still_learns(tiny_bert):
+    nlp, examples = _pipeline(tiny_bert, encoder_lr_scale=0.0)
+    pipe = nlp.get_pipe("ner_bert")
+    enc0, head0 = _encoder_params(pipe), _head_params(pipe)
+    optimizer = Adam(1e-3, use_averages=True)
+    for _ in range(3):
+        nlp.update(examples, sgd=optimizer, drop=0.0)
+    enc1, head1 = _encoder_params(pipe), _head_params(pipe)
+    assert all(numpy.array_equal(enc0[k], enc1[k]) for k in enc0)
+    assert any(not numpy.array_equal(head0[k], head1[k]) for k in head0)
+    # The optimizer still keeps the encoder's averages under its usual keys.
+    assert any(k in optimizer.averages for k in enc0)
+
+
+@pytest.mark.parametrize("bad", [-0.1, math.inf, math.nan, True])
+def test_bad_encoder_lr_scale_is_refused(tiny_bert, bad):
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match="encoder_lr_scale"):
+        nlp.add_pipe("ner_bert", config=ner_config(tiny_bert, encoder_lr_scale=bad))
+
+
+def test_encoder_lr_scale_with_a_listener_says_what_to_do(tiny_bert):
+    config = Config().from_str(LISTENER_CONFIG.format(encoder=tiny_bert))
+    config["components"]["ner_bert"]["encoder_lr_scale"] = 0.5
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True)
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    with pytest.raises(ValueError, match="encoder_lr_scale = 0.5 needs the encoder inside"):
+        nlp.update(examples, sgd=optimizer)
