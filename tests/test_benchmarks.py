@@ -33,3 +33,27 @@ def test_speed_benchmark_runs(tiny_bert, tmp_path):
         assert result["words"] == 20 * 8 + 20 * 4 and result["words_per_s"] > 0
     assert 0.0 <= summary["entity_agreement_f1_ner_bert_hf"] <= 1.0
     assert "ner_bert time / floor time" in run.stdout
+
+
+def test_device_variants_apply_to_the_default_config(tiny_bert):
+    """Each line of benchmarks/device/variants/*.txt overrides keys that exist in
+    configs/minilm_cpu.cfg, with values the ner_bert factory accepts: a typo there would only show
+    on the lent GPU machine, whose time is scarce."""
+    import spacy
+    from spacy.cli._util import parse_config_overrides
+
+    files = sorted((ROOT / "benchmarks" / "device" / "variants").glob("*.txt"))
+    assert files
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, *args = line.split()
+            overrides = parse_config_overrides(args)
+            overrides["paths.encoder"] = tiny_bert
+            where = f"{path.name} line {number} ({name})"
+            try:
+                config = spacy.util.load_config(ROOT / "configs" / "minilm_cpu.cfg", overrides=overrides)
+                spacy.util.load_model_from_config(config, auto_fill=False, validate=True)
+            except Exception as err:  # the message names the file and line at fault
+                raise AssertionError(f"{where}: {err}") from err
