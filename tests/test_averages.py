@@ -7,7 +7,7 @@ from spacy.util import fix_random_seed
 from thinc.api import Adam
 
 from spacy_ner_bert.averages import torch_averages
-from util import TRAIN_DATA, make_examples, ner_config
+from util import TRAIN_DATA, head_params, make_examples, ner_config
 
 
 def _trained_with_averages(encoder, steps=12):
@@ -31,29 +31,21 @@ def _torch_params(pipe):
     return out
 
 
-def _head_params(pipe):
-    return {
-        (node.id, n): node.get_param(n).copy()
-        for node in pipe.model.walk()
-        for n in node.param_names
-        if node.has_param(n)
-    }
-
 
 def test_use_params_swaps_encoder_and_head_to_averages_and_back(tiny_bert):
     nlp, optimizer = _trained_with_averages(tiny_bert)
     pipe = nlp.get_pipe("ner_bert")
-    current_t, current_h = _torch_params(pipe), _head_params(pipe)
+    current_t, current_h = _torch_params(pipe), head_params(pipe)
     # Every encoder parameter that gets gradients has an average (the unused pooler has none).
     averaged = [k for k in current_t if k in optimizer.averages]
     assert averaged == [k for k in current_t if not k[1].startswith("pooler.")]
     with nlp.use_params(optimizer.averages):
-        inside_t, inside_h = _torch_params(pipe), _head_params(pipe)
+        inside_t, inside_h = _torch_params(pipe), head_params(pipe)
     for key in averaged:
         numpy.testing.assert_allclose(inside_t[key].numpy(), optimizer.averages[key], rtol=0, atol=1e-7)
     assert any(not torch.equal(inside_t[k], current_t[k]) for k in current_t)
     assert any(not numpy.array_equal(inside_h[k], current_h[k]) for k in current_h)
-    after_t, after_h = _torch_params(pipe), _head_params(pipe)
+    after_t, after_h = _torch_params(pipe), head_params(pipe)
     assert all(torch.equal(after_t[k], current_t[k]) for k in current_t)
     assert all(numpy.array_equal(after_h[k], current_h[k]) for k in current_h)
 

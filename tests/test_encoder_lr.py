@@ -10,7 +10,7 @@ from thinc.api import Adam, Config
 
 from spacy_ner_bert.encoder_params import torch_parameters
 from test_listener import CONFIG as LISTENER_CONFIG
-from util import make_examples, ner_config
+from util import head_params, make_examples, ner_config
 
 
 def _pipeline(encoder, **extra):
@@ -26,23 +26,15 @@ def _encoder_params(pipe):
     return {key: p.detach().numpy().copy() for key, p in torch_parameters(pipe.model)}
 
 
-def _head_params(pipe):
-    return {
-        (node.id, n): node.get_param(n).copy()
-        for node in pipe.model.walk()
-        for n in node.param_names
-        if node.has_param(n)
-    }
-
 
 def _one_step(encoder, scale):
     """Parameter changes after one Adam step (dropout off, same seed for both scales)."""
     nlp, examples = _pipeline(encoder, encoder_lr_scale=scale)
     pipe = nlp.get_pipe("ner_bert")
-    enc0, head0 = _encoder_params(pipe), _head_params(pipe)
+    enc0, head0 = _encoder_params(pipe), head_params(pipe)
     fix_random_seed(1)
     nlp.update(examples, sgd=Adam(1e-3), drop=0.0)
-    enc1, head1 = _encoder_params(pipe), _head_params(pipe)
+    enc1, head1 = _encoder_params(pipe), head_params(pipe)
     enc = [enc1[k] - enc0[k] for k in sorted(enc0, key=lambda k: k[1])]
     head = [head1[k] - head0[k] for k in sorted(head0, key=lambda k: str(k[1]) + str(k[0]))]
     return enc, head
@@ -62,11 +54,11 @@ def test_encoder_steps_scale_with_encoder_lr_scale_and_the_head_does_not(tiny_be
 def test_zero_freezes_the_encoder_and_the_head_still_learns(tiny_bert):
     nlp, examples = _pipeline(tiny_bert, encoder_lr_scale=0.0)
     pipe = nlp.get_pipe("ner_bert")
-    enc0, head0 = _encoder_params(pipe), _head_params(pipe)
+    enc0, head0 = _encoder_params(pipe), head_params(pipe)
     optimizer = Adam(1e-3, use_averages=True)
     for _ in range(3):
         nlp.update(examples, sgd=optimizer, drop=0.0)
-    enc1, head1 = _encoder_params(pipe), _head_params(pipe)
+    enc1, head1 = _encoder_params(pipe), head_params(pipe)
     assert all(numpy.array_equal(enc0[k], enc1[k]) for k in enc0)
     assert any(not numpy.array_equal(head0[k], head1[k]) for k in head0)
     # The optimizer still keeps the encoder's averages under its usual keys.

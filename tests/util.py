@@ -41,3 +41,13 @@ def trained_nlp(encoder: str, steps: int = 60, head: Optional[Dict] = None, **ex
 
 def ents_of(doc):
     return [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+
+
+def head_params(pipe) -> Dict:
+    """Copies of the thinc (head) parameters under `pipe.model`, keyed as the optimizer keys them."""
+    return {
+        (node.id, n): node.get_param(n).copy()
+        for node in pipe.model.walk()
+        for n in node.param_names
+        if node.has_param(n)
+    }
