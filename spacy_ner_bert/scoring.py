@@ -1,5 +1,5 @@
 """Scores: NeMo's token-level report (each word by its first wordpiece) and entity-level P/R/F."""
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy
 from spacy.scorer import Scorer
@@ -38,14 +38,8 @@ def token_report(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]
         raise ValueError(f"tags {unknown} are not among the report's labels {list(labels)}")
     g = numpy.array([index[t] for t in gold], dtype="int64")
     p = numpy.array([index[t] for t in pred], dtype="int64")
-    n = len(labels)
-    tp = numpy.bincount(g[g == p], minlength=n).astype("float64")
-    support = numpy.bincount(g, minlength=n).astype("float64")
-    predicted = numpy.bincount(p, minlength=n).astype("float64")
-    with numpy.errstate(divide="ignore", invalid="ignore"):
-        precision = numpy.where(predicted > 0, tp / predicted, 0.0)
-        recall = numpy.where(support > 0, tp / support, 0.0)
-        f1 = numpy.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    tp, predicted, support = _counts(g, p, len(labels))
+    precision, recall, f1 = _prf(tp, predicted, support)
     report: Dict = {}
     for i, label in enumerate(labels):
         report[label] = {
@@ -70,6 +64,83 @@ def token_report(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]
         "support": total,
     }
     return report
+
+
+def _counts(g: numpy.ndarray, p: numpy.ndarray, n: int) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """True positives, predicted and gold counts per label id (float64, length n)."""
+    tp = numpy.bincount(g[g == p], minlength=n).astype("float64")
+    predicted = numpy.bincount(p, minlength=n).astype("float64")
+    support = numpy.bincount(g, minlength=n).astype("float64")
+    return tp, predicted, support
+
+
+def _prf(tp: numpy.ndarray, predicted: numpy.ndarray, support: numpy.ndarray):
+    """Precision, recall, F1 from counts (any shape, labels last), 0 where undefined as in sklearn."""
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        precision = numpy.where(predicted > 0, tp / predicted, 0.0)
+        recall = numpy.where(support > 0, tp / support, 0.0)
+        f1 = numpy.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return precision, recall, f1
+
+
+def doc_label_counts(
+    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], labels: Sequence[str]
+) -> numpy.ndarray:
+    """Each doc's counts, for resampling docs: shape (n_docs, 3, n_labels), rows tp, predicted, gold.
+
+    gold, pred (Sequence[Sequence[str]]): One tag sequence per doc, the same lengths.
+    labels (Sequence[str]): The label ids' order; a tag outside it is an error.
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold docs but {len(pred)} predicted docs")
+    index = {label: i for i, label in enumerate(labels)}
+    out = numpy.zeros((len(gold), 3, len(labels)), dtype="float64")
+    for d, (gd, pd) in enumerate(zip(gold, pred)):
+        if len(gd) != len(pd):
+            raise ValueError(f"doc {d}: {len(gd)} gold tags but {len(pd)} predicted tags")
+        unknown = sorted((set(gd) | set(pd)) - set(index))
+        if unknown:
+            raise ValueError(f"doc {d}: tags {unknown} are not among the labels {list(labels)}")
+        g = numpy.array([index[t] for t in gd], dtype="int64")
+        p = numpy.array([index[t] for t in pd], dtype="int64")
+        out[d] = _counts(g, p, len(labels))
+    return out
+
+
+def macro_f1_from_counts(totals: numpy.ndarray) -> numpy.ndarray:
+    """Macro F1 over all labels (sklearn's, labels with no support included) from summed counts
+    of shape (..., 3, n_labels)."""
+    return _prf(totals[..., 0, :], totals[..., 1, :], totals[..., 2, :])[2].mean(axis=-1)
+
+
+def bootstrap_macro_f1(
+    counts: Sequence[numpy.ndarray], n_resamples: int = 1000, seed: int = 0, chunk: int = 100
+) -> numpy.ndarray:
+    """Macro F1 of each model on `n_resamples` bootstrap resamples of the docs.
+
+    All models are scored on the same resamples (a paired bootstrap), so the spread of the
+    difference between two rows is the test set's sampling noise in that comparison.
+
+    counts (Sequence[numpy.ndarray]): One doc_label_counts array per model, over the same docs.
+    RETURNS (numpy.ndarray): shape (n_models, n_resamples).
+    """
+    if not counts:
+        raise ValueError("no models to resample")
+    shapes = {c.shape for c in counts}
+    if len(shapes) != 1:
+        raise ValueError(f"the models' counts cover different docs or labels: shapes {sorted(shapes)}")
+    n_docs = counts[0].shape[0]
+    if n_docs == 0 or n_resamples < 1:
+        raise ValueError(f"need at least one doc and one resample, got {n_docs} docs, {n_resamples} resamples")
+    rng = numpy.random.default_rng(seed)
+    flat = numpy.stack([c.reshape(n_docs, -1) for c in counts])  # (models, docs, 3 * labels)
+    out = numpy.empty((len(counts), n_resamples))
+    for start in range(0, n_resamples, chunk):
+        size = min(chunk, n_resamples - start)
+        weights = rng.multinomial(n_docs, numpy.full(n_docs, 1.0 / n_docs), size=size).astype("float64")
+        totals = numpy.einsum("rd,mdk->mrk", weights, flat).reshape(len(counts), size, 3, -1)
+        out[:, start : start + size] = macro_f1_from_counts(totals)
+    return out
 
 
 def format_token_report(report: Dict, labels: Sequence[str], digits: int = 4) -> str:

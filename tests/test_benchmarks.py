@@ -1,11 +1,18 @@
-"""The speed benchmark script runs end to end on a tiny model (what it measures is not tested)."""
+"""The benchmark scripts run end to end on a tiny model (what the speed script measures is not tested)."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from spacy.tokens import DocBin
+from spacy.training import Example
 from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+from util import make_examples, trained_nlp
+
+from spacy_ner_bert.corpus import read_label_file, unannotated_copy
+from spacy_ner_bert.scoring import score_examples
 
 ROOT = Path(__file__).parent.parent
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -57,3 +64,33 @@ def test_device_variants_apply_to_the_default_config(tiny_bert):
                 spacy.util.load_model_from_config(config, auto_fill=False, validate=True)
             except Exception as err:  # the message names the file and line at fault
                 raise AssertionError(f"{where}: {err}") from err
+
+
+def test_bootstrap_benchmark_runs(tiny_bert, tmp_path):
+    """benchmarks/bootstrap.py scores what evaluate scores; the same pipeline twice differs by exactly 0."""
+    nlp = trained_nlp(tiny_bert, steps=15)
+    nlp.to_disk(tmp_path / "model")
+    gold = [eg.reference for eg in make_examples(nlp)]
+    DocBin(docs=gold).to_disk(tmp_path / "gold.spacy")
+    labels = ROOT / "configs" / "gmb_labels.txt"
+    out = tmp_path / "boot.json"
+    script = str(ROOT / "benchmarks" / "bootstrap.py")
+    run = subprocess.run(
+        [sys.executable, script, str(tmp_path / "gold.spacy"), str(labels), str(tmp_path / "model"),
+         str(tmp_path / "model"), "--n", "50", "--json", str(out)],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    expected = score_examples(
+        [Example(p, g) for p, g in zip(nlp.pipe(unannotated_copy(d) for d in gold), gold)], read_label_file(labels)
+    )["token"]["macro avg"]["f1-score"]
+    first, second = result["models"]
+    assert first["macro_f1"] == pytest.approx(expected, abs=1e-12) == second["macro_f1"]
+    assert first["low"] <= first["macro_f1"] <= first["high"]
+    assert (second["diff"], second["diff_low"], second["diff_high"], second["first_ahead"]) == (0.0, 0.0, 0.0, 0.0)
+    assert result["docs"] == len(gold) and "rarest labels:" in run.stdout
+
+    missing = subprocess.run([sys.executable, script, str(tmp_path / "gold.spacy"), str(labels),
+                              str(tmp_path / "nope")], capture_output=True, text=True)
+    assert missing.returncode == 2 and f"{tmp_path / 'nope'}: no such pipeline directory" in missing.stderr

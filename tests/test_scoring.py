@@ -6,7 +6,14 @@ from sklearn.metrics import classification_report
 from spacy.tokens import Doc
 from spacy.training import Example
 
-from spacy_ner_bert.scoring import format_token_report, score_examples, token_report
+from spacy_ner_bert.scoring import (
+    bootstrap_macro_f1,
+    doc_label_counts,
+    format_token_report,
+    macro_f1_from_counts,
+    score_examples,
+    token_report,
+)
 
 LABELS = ["O", "B-GPE", "B-LOC", "B-MISC", "B-ORG", "B-PER", "B-TIME",
           "I-GPE", "I-LOC", "I-MISC", "I-ORG", "I-PER", "I-TIME"]
@@ -114,3 +121,75 @@ def test_token_scores_without_tokens():
 
     nlp = spacy.blank("en")
     assert token_scores([Example(nlp(""), nlp(""))])["token_macro_f"] is None
+
+
+def _random_docs(rng, n_docs, labels=LABELS, accuracy=0.85):
+    gold, pred = [], []
+    for _ in range(n_docs):
+        g = list(rng.choice(labels, size=int(rng.integers(1, 12)), p=[0.7] + [0.3 / (len(labels) - 1)] * (len(labels) - 1)))
+        gold.append(g)
+        pred.append([t if rng.random() < accuracy else str(rng.choice(labels)) for t in g])
+    return gold, pred
+
+
+def test_doc_counts_sum_to_the_token_report():
+    rng = numpy.random.default_rng(1)
+    gold, pred = _random_docs(rng, 300)
+    counts = doc_label_counts(gold, pred, LABELS)
+    assert counts.shape == (300, 3, len(LABELS))
+    flat = token_report(sum(gold, []), sum(pred, []), LABELS)
+    assert macro_f1_from_counts(counts.sum(axis=0)) == pytest.approx(flat["macro avg"]["f1-score"], abs=1e-12)
+    assert counts.sum(axis=0)[2].tolist() == [flat[label]["support"] for label in LABELS]
+
+
+def test_a_bootstrap_resample_is_the_report_of_the_repeated_docs():
+    """Resample r of bootstrap_macro_f1 scores the docs drawn with the same seed, each as often as drawn."""
+    rng = numpy.random.default_rng(2)
+    gold, pred = _random_docs(rng, 50)
+    counts = doc_label_counts(gold, pred, LABELS)
+    samples = bootstrap_macro_f1([counts], n_resamples=3, seed=7)
+    draws = numpy.random.default_rng(7).multinomial(50, numpy.full(50, 1 / 50), size=3)
+    for r in range(3):
+        g = [t for d, k in enumerate(draws[r]) for _ in range(k) for t in gold[d]]
+        p = [t for d, k in enumerate(draws[r]) for _ in range(k) for t in pred[d]]
+        assert samples[0, r] == pytest.approx(token_report(g, p, LABELS)["macro avg"]["f1-score"], abs=1e-12)
+    assert len(set(samples[0].tolist())) == 3  # the resamples differ
+
+
+def test_bootstrap_is_paired_and_seeded():
+    rng = numpy.random.default_rng(3)
+    gold, pred = _random_docs(rng, 200)
+    worse = [[t if rng.random() < 0.6 else str(rng.choice(LABELS)) for t in g] for g in gold]
+    a = doc_label_counts(gold, pred, LABELS)
+    b = doc_label_counts(gold, worse, LABELS)
+    samples = bootstrap_macro_f1([a, a, b], n_resamples=400, seed=0)
+    assert samples.shape == (3, 400)
+    assert (samples[0] == samples[1]).all()  # the same model on the same resamples: no difference at all
+    assert (samples[0] > samples[2]).mean() > 0.95
+    assert (bootstrap_macro_f1([a], n_resamples=400, seed=0) == samples[:1]).all()
+    assert not (bootstrap_macro_f1([a], n_resamples=400, seed=1) == samples[:1]).all()
+
+
+def test_bootstrap_interval_narrows_with_more_docs():
+    rng = numpy.random.default_rng(4)
+    widths = []
+    for n in (100, 1600):
+        gold, pred = _random_docs(rng, n)
+        s = bootstrap_macro_f1([doc_label_counts(gold, pred, LABELS)], n_resamples=300, seed=0)[0]
+        widths.append(numpy.percentile(s, 97.5) - numpy.percentile(s, 2.5))
+    assert widths[1] < widths[0] / 2
+
+
+def test_bootstrap_rejects_bad_input():
+    a = doc_label_counts([["O", "B-PER"]], [["O", "O"]], LABELS)
+    b = doc_label_counts([["O"], ["O"]], [["O"], ["O"]], LABELS)
+    with pytest.raises(ValueError, match="different docs"):
+        bootstrap_macro_f1([a, b])
+    with pytest.raises(ValueError, match="no models"):
+        bootstrap_macro_f1([])
+    with pytest.raises(ValueError, match="doc 1: 1 gold tags but 2 predicted"):
+        doc_label_counts([["O"], ["O"]], [["O"], ["O", "O"]], LABELS)
+    with pytest.raises(ValueError, match="doc 0: tags \\['B-FOO'\\]"):
+        doc_label_counts([["B-FOO"]], [["O"]], LABELS)
+    with pytest.raises(ValueError, match="2 gold docs but 1 predicted"):
+        doc_label_counts([["O"], ["O"]], [["O"]], LABELS)
