@@ -1,5 +1,6 @@
 """Choose ner_bert's tag bias (logit adjustment) on the validation slice; write the pipeline with it."""
 import json
+from collections import Counter
 from pathlib import Path
 
 import spacy
@@ -10,6 +11,11 @@ from wasabi import msg
 
 from spacy_ner_bert.calibrate import calibrate
 from spacy_ner_bert.checkpoints.common import write_dir_atomically
+from spacy_ner_bert.pipe import get_ner_bert
+from spacy_ner_bert.scoring import doc_iob_tags
+
+# Below this many validation words of a tag, its F1 (1/13 of the macro) moves in large steps.
+FEW_WORDS = 30
 
 
 def main(
@@ -32,10 +38,22 @@ def main(
     for row in table:
         mark = "  <- chosen" if row["tau"] == tau else ""
         print(f"{row['tau']:>6.2f}{row['p']:>10.4f}{row['r']:>10.4f}{row['f']:>10.4f}{mark}")
+    counted = Counter(t for doc in docs for t in doc_iob_tags(doc))
+    support = {tag: counted[tag] for tag in get_ner_bert(nlp, "ner_bert").tags.tags}
+    rarest = sorted(support.items(), key=lambda kv: kv[1])[:3]
+    print("rarest tags on the validation slice: " + ", ".join(f"{tag} {n} words" for tag, n in rarest))
+    if rarest[0][1] < FEW_WORDS:
+        msg.warn(
+            f"{rarest[0][0]} has {rarest[0][1]} words on {dev_path}: its F1, 1/{len(support)} of the macro, moves "
+            "in large steps, so macro F1 differences of a few hundredths on this slice can be noise "
+            "(benchmarks/bootstrap.py puts an interval on them; a larger slice narrows it)"
+        )
     write_dir_atomically(output, nlp.to_disk, replace=True)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps({"chosen_tau": tau, "validation": str(dev_path), "table": table}, indent=2))
+        report.write_text(json.dumps(
+            {"chosen_tau": tau, "validation": str(dev_path), "table": table, "support": support}, indent=2
+        ))
     msg.good(f"tau {tau} chosen on {len(docs):,} validation docs; wrote {output}")
 
 

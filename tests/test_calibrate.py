@@ -92,6 +92,9 @@ def test_calibrate_script(nlp, tmp_path):
     assert run.returncode == 0, run.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert "<- chosen" in run.stdout and len(report["table"]) == 16
+    gold = [t for doc in db.get_docs(nlp.vocab) for t in doc_iob_tags(doc)]
+    assert report["support"] == {tag: gold.count(tag) for tag in nlp.get_pipe("ner_bert").tags.tags}
+    assert report["support"]["B-PER"] == 3 and "has 0 words" in " ".join(run.stdout.split())
     bias = spacy.load(tmp_path / "out").get_pipe("ner_bert").cfg.get("tag_bias")
     assert (bias is None) == (report["chosen_tau"] == 0.0)
     missing = subprocess.run([sys.executable, str(ROOT / "scripts" / "calibrate.py"), str(tmp_path / "nope"),
