@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     for model in args.models:
         try:
             counts.append(predict_counts(model, args.data, labels, args.batch_size))
-        except ValueError as err:
+        except (OSError, ValueError) as err:  # not a pipeline or not a DocBin; tags outside LABELS
             print(f"{model} on {args.data}: {err}", file=sys.stderr)
             return 1
     samples = bootstrap_macro_f1(counts, n_resamples=args.n, seed=args.seed)

@@ -94,3 +94,7 @@ def test_bootstrap_benchmark_runs(tiny_bert, tmp_path):
     missing = subprocess.run([sys.executable, script, str(tmp_path / "gold.spacy"), str(labels),
                               str(tmp_path / "nope")], capture_output=True, text=True)
     assert missing.returncode == 2 and f"{tmp_path / 'nope'}: no such pipeline directory" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    not_a_pipeline = subprocess.run([sys.executable, script, str(tmp_path / "gold.spacy"), str(labels),
+                                     str(tmp_path / "empty")], capture_output=True, text=True)
+    assert not_a_pipeline.returncode == 1 and not_a_pipeline.stderr.startswith(f"{tmp_path / 'empty'} on ")
