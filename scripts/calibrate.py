@@ -41,10 +41,11 @@ def main(
     counted = Counter(t for doc in docs for t in doc_iob_tags(doc))
     support = {tag: counted[tag] for tag in get_ner_bert(nlp, "ner_bert").tags.tags}
     rarest = sorted(support.items(), key=lambda kv: kv[1])[:3]
-    print("rarest tags on the validation slice: " + ", ".join(f"{tag} {n} words" for tag, n in rarest))
+    print("rarest tags on the validation slice (words): " + ", ".join(f"{tag} {n}" for tag, n in rarest))
     if rarest[0][1] < FEW_WORDS:
+        tag, n = rarest[0]
         msg.warn(
-            f"{rarest[0][0]} has {rarest[0][1]} words on {dev_path}: its F1, 1/{len(support)} of the macro, moves "
+            f"{tag} has {n} word{'' if n == 1 else 's'} on {dev_path}: its F1, 1/{len(support)} of the macro, moves "
             "in large steps, so macro F1 differences of a few hundredths on this slice can be noise "
             "(benchmarks/bootstrap.py puts an interval on them; a larger slice narrows it)"
         )
