@@ -30,15 +30,7 @@ def token_report(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]
     RETURNS (Dict): {label: {precision, recall, f1-score, support}, "accuracy": float,
         "macro avg": {...}, "weighted avg": {...}}.
     """
-    if len(gold) != len(pred):
-        raise ValueError(f"{len(gold)} gold tags but {len(pred)} predicted tags")
-    index = {label: i for i, label in enumerate(labels)}
-    unknown = sorted((set(gold) | set(pred)) - set(index))
-    if unknown:
-        raise ValueError(f"tags {unknown} are not among the report's labels {list(labels)}")
-    g = numpy.array([index[t] for t in gold], dtype="int64")
-    p = numpy.array([index[t] for t in pred], dtype="int64")
-    tp, predicted, support = _counts(g, p, len(labels))
+    tp, predicted, support = _counts(gold, pred, labels)
     precision, recall, f1 = _prf(tp, predicted, support)
     report: Dict = {}
     for i, label in enumerate(labels):
@@ -66,8 +58,22 @@ def token_report(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]
     return report
 
 
-def _counts(g: numpy.ndarray, p: numpy.ndarray, n: int) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
-    """True positives, predicted and gold counts per label id (float64, length n)."""
+def _counts(
+    gold: Sequence[str], pred: Sequence[str], labels: Sequence[str], where: str = ""
+) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """True positives, predicted and gold counts per label id (float64, one per label).
+
+    Raises ValueError, prefixed with `where`, for different lengths or a tag outside `labels`.
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"{where}{len(gold)} gold tags but {len(pred)} predicted tags")
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted((set(gold) | set(pred)) - set(index))
+    if unknown:
+        raise ValueError(f"{where}tags {unknown} are not among the report's labels {list(labels)}")
+    g = numpy.array([index[t] for t in gold], dtype="int64")
+    p = numpy.array([index[t] for t in pred], dtype="int64")
+    n = len(labels)
     tp = numpy.bincount(g[g == p], minlength=n).astype("float64")
     predicted = numpy.bincount(p, minlength=n).astype("float64")
     support = numpy.bincount(g, minlength=n).astype("float64")
@@ -93,17 +99,9 @@ def doc_label_counts(
     """
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold docs but {len(pred)} predicted docs")
-    index = {label: i for i, label in enumerate(labels)}
     out = numpy.zeros((len(gold), 3, len(labels)), dtype="float64")
     for d, (gd, pd) in enumerate(zip(gold, pred)):
-        if len(gd) != len(pd):
-            raise ValueError(f"doc {d}: {len(gd)} gold tags but {len(pd)} predicted tags")
-        unknown = sorted((set(gd) | set(pd)) - set(index))
-        if unknown:
-            raise ValueError(f"doc {d}: tags {unknown} are not among the labels {list(labels)}")
-        g = numpy.array([index[t] for t in gd], dtype="int64")
-        p = numpy.array([index[t] for t in pd], dtype="int64")
-        out[d] = _counts(g, p, len(labels))
+        out[d] = _counts(gd, pd, labels, where=f"doc {d}: ")
     return out
 
 

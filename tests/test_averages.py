@@ -31,7 +31,6 @@ def _torch_params(pipe):
     return out
 
 
-
 def test_use_params_swaps_encoder_and_head_to_averages_and_back(tiny_bert):
     nlp, optimizer = _trained_with_averages(tiny_bert)
     pipe = nlp.get_pipe("ner_bert")

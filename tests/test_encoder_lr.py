@@ -26,7 +26,6 @@ def _encoder_params(pipe):
     return {key: p.detach().numpy().copy() for key, p in torch_parameters(pipe.model)}
 
 
-
 def _one_step(encoder, scale):
     """Parameter changes after one Adam step (dropout off, same seed for both scales)."""
     nlp, examples = _pipeline(encoder, encoder_lr_scale=scale)
