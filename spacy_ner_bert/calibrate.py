@@ -12,6 +12,7 @@ from spacy.language import Language
 from spacy.training import Example
 
 from .decode import decode_docs
+from .tags import IOBTags
 from .scoring import doc_iob_tags, token_report
 
 DEFAULT_TAUS = tuple(float(round(t, 2)) + 0.0 for t in numpy.arange(-0.5, 1.01, 0.1))  # + 0.0: no -0.0
@@ -42,22 +43,50 @@ def calibrate(
             break
         docs = list(proc.pipe(docs))
     gold_tags = [t for doc in golds for t in doc_iob_tags(doc)]
-    unknown = sorted(set(gold_tags) - set(tags.tags))
-    if unknown:
-        raise ValueError(f"[ner_bert] validation tags {unknown} are not among the component's tags {list(tags.tags)}")
-    counts = numpy.bincount([tags.tags.index(t) for t in gold_tags], minlength=len(tags)).astype("float64")
-    log_prior = numpy.log((counts + 1.0) / (counts + 1.0).sum())
-    logits = pipe.logits(docs)
+    log_prior(gold_tags, tags)  # unknown tags fail here, before the encoder runs
+    best_tau, table, bias = choose_tau(pipe.logits(docs), gold_tags, tags, taus)
+    pipe.set_tag_bias(None if best_tau == 0.0 else bias.tolist())
+    return best_tau, table
+
+
+def choose_tau(
+    logits: Sequence[numpy.ndarray], gold_tags: Sequence[str], tags: IOBTags, taus: Sequence[float] = DEFAULT_TAUS
+) -> Tuple[float, List[Dict[str, float]], numpy.ndarray]:
+    """The tau whose bias gives the best token macro F1 of `logits` against `gold_tags`.
+
+    What `calibrate` does once it has the component's logits; for logits from elsewhere too
+    (several pipelines' averaged log-probabilities: benchmarks/ensemble.py).
+
+    logits (Sequence[numpy.ndarray]): One (n_tokens, n_tags) array per doc, tags in `tags` order.
+    gold_tags (Sequence[str]): The gold tag of every token, all docs concatenated.
+    tags (IOBTags): The tag set.
+    taus (Sequence[float]): Candidate values; 0 (no bias) is always tried, and wins ties.
+    RETURNS (Tuple[float, List[Dict], numpy.ndarray]): The chosen tau, per tau its macro P/R/F
+        (sorted by tau), and the chosen bias (float32, one value per tag; zeros for tau 0).
+    """
+    if len(gold_tags) != sum(len(x) for x in logits):
+        raise ValueError(
+            f"[ner_bert] {len(gold_tags)} gold tags for {sum(len(x) for x in logits)} tokens of logits"
+        )
+    prior = log_prior(gold_tags, tags)
     table = []
     best_tau, best_f = 0.0, -1.0
     for tau in sorted(set(taus) | {0.0}, key=abs):
-        bias = (-tau * log_prior).astype("float32")
+        bias = (-tau * prior).astype("float32")
         paths, _ = decode_docs([x + bias for x in logits], tags)
         pred = [tags.tags[i] for path in paths for i in path]
         macro = token_report(gold_tags, pred, list(tags.tags))["macro avg"]
         table.append({"tau": float(tau), "p": macro["precision"], "r": macro["recall"], "f": macro["f1-score"]})
         if macro["f1-score"] > best_f:
             best_tau, best_f = float(tau), macro["f1-score"]
-    pipe.set_tag_bias(None if best_tau == 0.0 else (-best_tau * log_prior).tolist())
     table.sort(key=lambda row: row["tau"])
-    return best_tau, table
+    return best_tau, table, (-best_tau * prior).astype("float32") + 0.0
+
+
+def log_prior(gold_tags: Sequence[str], tags: IOBTags) -> numpy.ndarray:
+    """Log of each tag's share of `gold_tags` (add-one smoothed), in `tags` order."""
+    unknown = sorted(set(gold_tags) - set(tags.tags))
+    if unknown:
+        raise ValueError(f"[ner_bert] validation tags {unknown} are not among the component's tags {list(tags.tags)}")
+    counts = numpy.bincount([tags.index[t] for t in gold_tags], minlength=len(tags)).astype("float64")
+    return numpy.log((counts + 1.0) / (counts + 1.0).sum())

@@ -4,14 +4,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy
 import pytest
+import spacy
 import torch
+from spacy.util import fix_random_seed
 from spacy.tokens import DocBin
 from spacy.training import Example
 from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
-from util import make_examples, trained_nlp
+from util import TRAIN_DATA, make_examples, ner_config, trained_nlp
 
+from spacy_ner_bert.calibrate import calibrate
 from spacy_ner_bert.corpus import read_label_file, unannotated_copy
+from spacy_ner_bert.decode import log_softmax
 from spacy_ner_bert.scoring import score_examples
 
 ROOT = Path(__file__).parent.parent
@@ -98,3 +103,91 @@ def test_bootstrap_benchmark_runs(tiny_bert, tmp_path):
     not_a_pipeline = subprocess.run([sys.executable, script, str(tmp_path / "gold.spacy"), str(labels),
                                      str(tmp_path / "empty")], capture_output=True, text=True)
     assert not_a_pipeline.returncode == 1 and not_a_pipeline.stderr.startswith(f"{tmp_path / 'empty'} on ")
+
+
+def load_ensemble_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ensemble", ROOT / "benchmarks" / "ensemble.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ensemble_pools_log_probabilities():
+    ensemble = load_ensemble_script()
+    a = [numpy.array([[2.0, 0.0, -1.0]]), numpy.array([[0.0, 0.0, 0.0], [1.0, -numpy.inf, 0.0]])]
+    b = [numpy.array([[0.0, 3.0, 0.0]]), numpy.array([[5.0, 0.0, 0.0], [0.0, 0.0, 0.0]])]
+    pooled = ensemble.pool_log_probs([a, b])
+    for doc_a, doc_b, doc in zip(a, b, pooled):
+        by_hand = [[(x - numpy.log(numpy.exp(row_a).sum()) + y - numpy.log(numpy.exp(row_b).sum())) / 2
+                    for x, y in zip(row_a, row_b)] for row_a, row_b in zip(doc_a, doc_b)]
+        assert doc.shape == doc_a.shape and numpy.allclose(doc, by_hand)
+    # A tag one member forbids (-inf) stays forbidden; a single member pools to its own log-softmax.
+    assert numpy.isneginf(pooled[1][1, 1]) and numpy.allclose(ensemble.pool_log_probs([a])[0], log_softmax(a[0]))
+    with pytest.raises(ValueError, match="different shapes"):
+        ensemble.pool_log_probs([a, b[:1]])
+
+
+def test_ensemble_benchmark_runs(tiny_bert, tmp_path):
+    """Each pipeline's row is what calibrate + evaluate give it; a pipeline pooled with itself is that
+    pipeline; the ensemble row is the pooled logits calibrated and scored; bad inputs name the culprit."""
+    ensemble = load_ensemble_script()
+    strong, weak = trained_nlp(tiny_bert, steps=15), trained_nlp(tiny_bert, steps=4)
+    strong.to_disk(tmp_path / "strong")
+    weak.to_disk(tmp_path / "weak")
+    gold = [eg.reference for eg in make_examples(strong)]
+    DocBin(docs=gold).to_disk(tmp_path / "gold.spacy")
+    labels = ROOT / "configs" / "gmb_labels.txt"
+    script = str(ROOT / "benchmarks" / "ensemble.py")
+
+    def run(*models, extra=()):
+        return subprocess.run([sys.executable, script, str(tmp_path / "gold.spacy"), str(tmp_path / "gold.spacy"),
+                               str(labels), *map(str, models), "--n", "50", *extra], capture_output=True, text=True)
+
+    def evaluated(nlp):  # the workflow's calibrate, then evaluate's figure
+        tau, _ = calibrate(nlp, make_examples(nlp))
+        pred = nlp.pipe(unannotated_copy(d) for d in gold)
+        return tau, score_examples([Example(p, g) for p, g in zip(pred, gold)], read_label_file(labels))
+
+    out = tmp_path / "ens.json"
+    done = run(tmp_path / "strong", tmp_path / "weak", extra=("--json", str(out)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    first, second, pooled = result["pipelines"]
+    for row, nlp in ((first, strong), (second, weak)):
+        tau, report = evaluated(nlp)
+        assert row["tau"] == tau
+        assert row["test_macro_f1"] == pytest.approx(report["token"]["macro avg"]["f1-score"], abs=1e-12)
+        assert row["test_entity_f"] == pytest.approx(report["entity"]["f"], abs=1e-12)
+    assert first["test_macro_f1"] != second["test_macro_f1"]
+    # The ensemble row: both pipelines' logits pooled, tau chosen, scored (as the script's own parts do it).
+    from spacy_ner_bert.calibrate import choose_tau
+    from spacy_ner_bert.scoring import doc_iob_tags
+
+    tags = strong.get_pipe("ner_bert").tags
+    logits = [nlp.get_pipe("ner_bert").logits([unannotated_copy(d) for d in gold]) for nlp in (strong, weak)]
+    tau, _, bias = choose_tau(ensemble.pool_log_probs(logits), [t for d in gold for t in doc_iob_tags(d)], tags)
+    report, _ = ensemble.score(tags, ensemble.pool_log_probs(logits), bias, gold, read_label_file(labels))
+    assert (pooled["model"], pooled["tau"]) == ("ensemble of all", tau)
+    assert pooled["test_macro_f1"] == pytest.approx(report["token"]["macro avg"]["f1-score"], abs=1e-12)
+    mean_row = result["ensemble_minus"][-1]
+    assert mean_row["diff"] == pytest.approx(pooled["test_macro_f1"] - (first["test_macro_f1"] + second["test_macro_f1"]) / 2)
+    assert "mean of the pipelines" in done.stdout
+
+    twice = run(tmp_path / "strong", tmp_path / "strong", extra=("--json", str(out)))
+    assert twice.returncode == 0, twice.stderr[-3000:]
+    a, b, both = json.loads(out.read_text())["pipelines"]
+    assert a == b and {k: v for k, v in both.items() if k != "model"} == {k: v for k, v in a.items() if k != "model"}
+
+    alone = run(tmp_path / "strong")
+    assert alone.returncode == 2 and "two or more pipelines, got 1" in alone.stderr
+    missing = run(tmp_path / "strong", tmp_path / "nope")
+    assert missing.returncode == 2 and f"{tmp_path / 'nope'}: no such pipeline directory" in missing.stderr
+    fix_random_seed(0)
+    other = spacy.blank("en")
+    other.add_pipe("ner_bert", config=ner_config(tiny_bert))
+    other.initialize(lambda: make_examples(other, TRAIN_DATA[:2]))  # PER, LOC, TIME only
+    other.to_disk(tmp_path / "other")
+    mismatch = run(tmp_path / "strong", tmp_path / "other")
+    assert mismatch.returncode == 1 and mismatch.stderr.startswith(f"{tmp_path / 'other'}: tags ")

@@ -4,13 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy
 import pytest
 import spacy
 from spacy.tokens import DocBin
 from spacy.training import Example
 from util import TRAIN_DATA, ents_of, make_examples, trained_nlp
 
-from spacy_ner_bert.calibrate import calibrate
+from spacy_ner_bert.calibrate import calibrate, choose_tau
 from spacy_ner_bert.scoring import doc_iob_tags, token_report
 
 ROOT = Path(__file__).parent.parent
@@ -80,6 +81,9 @@ def test_calibrate_bad_inputs(nlp):
     odd = Example.from_dict(doc, {"entities": [(0, 3, "FOO")]})
     with pytest.raises(ValueError, match="not among the component's tags"):
         calibrate(nlp, [odd])
+    tags = nlp.get_pipe("ner_bert").tags
+    with pytest.raises(ValueError, match="3 gold tags for 2 tokens of logits"):
+        choose_tau([numpy.zeros((2, len(tags)))], ["O", "O", "O"], tags)
 
 
 def test_calibrate_script(nlp, tmp_path):
