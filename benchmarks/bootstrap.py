@@ -15,7 +15,6 @@ usage: python benchmarks/bootstrap.py DATA.spacy LABELS MODEL [MODEL ...] [--n 1
        [--gpu-id -1] [--batch-size 64] [--json OUT.json]
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -36,33 +35,17 @@ def predict_counts(model: Path, data: Path, labels, batch_size: int):
 
 
 def main(argv=None) -> int:
+    from _common import add_scoring_args, checked_inputs, paired_interval, write_json
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", type=Path, help=".spacy file with gold entities (validation or test)")
-    ap.add_argument("labels", type=Path, help="label file, one per line, O first (configs/gmb_labels.txt)")
-    ap.add_argument("models", type=Path, nargs="+", help="trained pipeline directories; the first is the reference")
-    ap.add_argument("--n", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    ap.add_argument("--seed", type=int, default=0, help="resampling seed (default 0)")
-    ap.add_argument("--gpu-id", type=int, default=-1, help="GPU id, -1 for CPU")
+    add_scoring_args(ap, "trained pipeline directories; the first is the reference", "bootstrap resamples")
     ap.add_argument("--batch-size", type=int, default=64, help="docs per batch")
-    ap.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
     args = ap.parse_args(argv)
-    if args.n < 1:
-        ap.error(f"--n must be at least 1, got {args.n}")
-    for path, what in [(args.data, "data file"), (args.labels, "label file")] + [(m, "pipeline directory") for m in args.models]:
-        if not path.exists():
-            ap.error(f"{path}: no such {what}")
 
-    import spacy
-
-    from spacy_ner_bert.corpus import CorpusError, read_label_file
     from spacy_ner_bert.scoring import bootstrap_macro_f1, macro_f1_from_counts
 
-    try:
-        labels = read_label_file(args.labels)
-    except CorpusError as err:
-        ap.error(str(err))
-    if args.gpu_id >= 0:
-        spacy.require_gpu(args.gpu_id)
+    labels = checked_inputs(ap, args, [(args.data, "data file")])
     counts = []
     for model in args.models:
         try:
@@ -90,15 +73,12 @@ def main(argv=None) -> int:
         print(f"{'pipeline':<{width}}{'diff':>10}   95% interval        first ahead in")
         for i in range(1, len(args.models)):
             diff = samples[0] - samples[i]
-            low, high = numpy.percentile(diff, [2.5, 97.5])
-            ahead = float((diff > 0).mean())
+            low, high, ahead = paired_interval(diff)
             point = points[0] - points[i]
             print(f"{str(args.models[i]):<{width}}{point:>+10.4f}   [{low:+.4f}, {high:+.4f}]   {ahead:6.1%}")
-            result["models"][i].update({"diff": point, "diff_low": float(low), "diff_high": float(high),
+            result["models"][i].update({"diff": point, "diff_low": low, "diff_high": high,
                                         "first_ahead": ahead})
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

@@ -17,7 +17,6 @@ usage: python benchmarks/ensemble.py VALIDATION.spacy TEST.spacy LABELS MODEL [M
        [--seed 0] [--gpu-id -1] [--json OUT.json]
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import List, Sequence
@@ -83,37 +82,20 @@ def score(tags, logits, bias, gold, labels):
 
 
 def main(argv=None) -> int:
+    from _common import add_scoring_args, checked_inputs, paired_interval, write_json
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("validation", type=Path, help="validation .spacy file: each tau is chosen on it")
     ap.add_argument("test", type=Path, help="test .spacy file: scored once per pipeline and for the ensemble")
-    ap.add_argument("labels", type=Path, help="label file, one per line, O first (configs/gmb_labels.txt)")
-    ap.add_argument("models", type=Path, nargs="+", help="trained pipeline directories (two or more)")
-    ap.add_argument("--n", type=int, default=1000, help="bootstrap resamples of the test docs (default 1000)")
-    ap.add_argument("--seed", type=int, default=0, help="resampling seed (default 0)")
-    ap.add_argument("--gpu-id", type=int, default=-1, help="GPU id, -1 for CPU")
-    ap.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
+    add_scoring_args(ap, "trained pipeline directories (two or more)", "bootstrap resamples of the test docs")
     args = ap.parse_args(argv)
     if len(args.models) < 2:
         ap.error(f"an ensemble needs two or more pipelines, got {len(args.models)}")
-    if args.n < 1:
-        ap.error(f"--n must be at least 1, got {args.n}")
-    files = [(args.validation, "validation file"), (args.test, "test file"), (args.labels, "label file")]
-    for path, what in files + [(m, "pipeline directory") for m in args.models]:
-        if not path.exists():
-            ap.error(f"{path}: no such {what}")
-
-    import spacy
 
     from spacy_ner_bert.calibrate import choose_tau
-    from spacy_ner_bert.corpus import CorpusError, read_label_file
     from spacy_ner_bert.scoring import bootstrap_macro_f1, doc_iob_tags
 
-    try:
-        labels = read_label_file(args.labels)
-    except CorpusError as err:
-        ap.error(str(err))
-    if args.gpu_id >= 0:
-        spacy.require_gpu(args.gpu_id)
+    labels = checked_inputs(ap, args, [(args.validation, "validation file"), (args.test, "test file")])
     tags, members = None, []  # per pipeline: (validation logits, test logits)
     for model in args.models:
         try:
@@ -168,14 +150,11 @@ def main(argv=None) -> int:
     out = {"validation": str(args.validation), "test": str(args.test), "resamples": args.n, "seed": args.seed,
            "pipelines": results, "ensemble_minus": []}
     for name, point, diff in comparisons:
-        low, high = numpy.percentile(diff, [2.5, 97.5])
-        ahead = float((diff > 0).mean())
+        low, high, ahead = paired_interval(diff)
         print(f"{name:<{width + 14}}{point:>+8.4f}   [{low:+.4f}, {high:+.4f}]   {ahead:6.1%}")
-        out["ensemble_minus"].append({"model": name, "diff": float(point), "low": float(low), "high": float(high),
+        out["ensemble_minus"].append({"model": name, "diff": float(point), "low": low, "high": high,
                                       "ensemble_ahead": ahead})
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    write_json(args.json, out)
     return 0
 
 
