@@ -116,19 +116,19 @@ def main(argv=None) -> int:
     rows = [(str(m), dev, test) for m, (dev, test) in zip(args.models, members)]
     rows.append(("ensemble of all", pool_log_probs([m[0] for m in members]), pool_log_probs([m[1] for m in members])))
     results, counts = [], []
-    try:
-        for name, dev_logits, test_logits in rows:
+    for name, dev_logits, test_logits in rows:
+        try:
             tau, table, bias = choose_tau(dev_logits, dev_tags, tags)
             report, doc_counts = score(tags, test_logits, bias, test_gold, labels)
-            dev_f = next(row["f"] for row in table if row["tau"] == tau)
-            results.append({"model": name, "tau": tau, "validation_macro_f1": dev_f,
-                            "test_macro_f1": report["token"]["macro avg"]["f1-score"],
-                            "test_accuracy": report["token"]["accuracy"], "test_entity_f": report["entity"]["f"],
-                            "test_per_label_f1": {label: report["token"][label]["f1-score"] for label in labels}})
-            counts.append(doc_counts)
-    except ValueError as err:  # tags outside LABELS, or docs that differ between the two files' readers
-        print(f"{err}", file=sys.stderr)
-        return 1
+        except ValueError as err:  # gold tags outside the pipelines' tags or outside LABELS
+            print(f"{name} on {args.validation} and {args.test}: {err}", file=sys.stderr)
+            return 1
+        dev_f = next(row["f"] for row in table if row["tau"] == tau)
+        results.append({"model": name, "tau": tau, "validation_macro_f1": dev_f,
+                        "test_macro_f1": report["token"]["macro avg"]["f1-score"],
+                        "test_accuracy": report["token"]["accuracy"], "test_entity_f": report["entity"]["f"],
+                        "test_per_label_f1": {label: report["token"][label]["f1-score"] for label in labels}})
+        counts.append(doc_counts)
     samples = bootstrap_macro_f1(counts, n_resamples=args.n, seed=args.seed)
     for result, row in zip(results, samples):
         result["test_low"], result["test_high"] = (float(x) for x in numpy.percentile(row, [2.5, 97.5]))

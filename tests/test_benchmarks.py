@@ -191,3 +191,8 @@ def test_ensemble_benchmark_runs(tiny_bert, tmp_path):
     other.to_disk(tmp_path / "other")
     mismatch = run(tmp_path / "strong", tmp_path / "other")
     assert mismatch.returncode == 1 and mismatch.stderr.startswith(f"{tmp_path / 'other'}: tags ")
+    few = tmp_path / "few_labels.txt"
+    few.write_text("O\nB-PER\nI-PER\n")
+    unlisted = subprocess.run([sys.executable, script, str(tmp_path / "gold.spacy"), str(tmp_path / "gold.spacy"), str(few),
+                               str(tmp_path / "strong"), str(tmp_path / "strong")], capture_output=True, text=True)
+    assert unlisted.returncode == 1 and unlisted.stderr.startswith(f"{tmp_path / 'strong'} on {tmp_path / 'gold.spacy'} and ")
