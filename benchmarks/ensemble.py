@@ -44,7 +44,7 @@ def member_logits(model: Path, data: Sequence[Path]):
     import spacy
     from spacy.tokens import DocBin
 
-    from spacy_ner_bert.corpus import unannotated_copy
+    from spacy_ner_bert.calibrate import component_inputs
     from spacy_ner_bert.pipe import get_ner_bert
 
     nlp = spacy.load(model)
@@ -52,12 +52,7 @@ def member_logits(model: Path, data: Sequence[Path]):
     out = []
     for path in data:
         gold = list(DocBin().from_disk(path).get_docs(nlp.vocab))
-        docs = [unannotated_copy(d) for d in gold]
-        for name, proc in nlp.pipeline:  # components before ner_bert may set what it reads
-            if name == "ner_bert":
-                break
-            docs = list(proc.pipe(docs))
-        out.append((gold, pipe.logits(docs)))
+        out.append((gold, pipe.logits(component_inputs(nlp, "ner_bert", gold))))
     return pipe.tags, out
 
 

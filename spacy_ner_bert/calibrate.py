@@ -9,6 +9,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy
 from spacy.language import Language
+from spacy.tokens import Doc
 from spacy.training import Example
 
 from .decode import decode_docs
@@ -29,7 +30,6 @@ def calibrate(
     taus (Sequence[float]): Candidate values; 0 (no bias) is always tried, and wins ties.
     RETURNS (Tuple[float, List[Dict]]): The chosen tau and, per tau, its macro P/R/F.
     """
-    from .corpus import unannotated_copy
     from .pipe import get_ner_bert
 
     pipe = get_ner_bert(nlp, component)
@@ -37,16 +37,25 @@ def calibrate(
     golds = [eg.reference for eg in examples]
     if not sum(len(doc) for doc in golds):
         raise ValueError("[ner_bert] calibrate needs validation examples with tokens")
-    docs = [unannotated_copy(doc) for doc in golds]
-    for name, proc in nlp.pipeline:  # components before ours may set what it reads
-        if name == component:
-            break
-        docs = list(proc.pipe(docs))
+    docs = component_inputs(nlp, component, golds)
     gold_tags = [t for doc in golds for t in doc_iob_tags(doc)]
-    log_prior(gold_tags, tags)  # unknown tags fail here, before the encoder runs
+    check_tags(gold_tags, tags)  # before the encoder runs
     best_tau, table, bias = choose_tau(pipe.logits(docs), gold_tags, tags, taus)
     pipe.set_tag_bias(None if best_tau == 0.0 else bias.tolist())
     return best_tau, table
+
+
+def component_inputs(nlp: Language, component: str, golds: Sequence[Doc]) -> List[Doc]:
+    """What `component` reads when `nlp` runs on the words of `golds`: unannotated copies of them,
+    run through the components before it (they may set what it reads)."""
+    from .corpus import unannotated_copy
+
+    docs = [unannotated_copy(doc) for doc in golds]
+    for name, proc in nlp.pipeline:
+        if name == component:
+            break
+        docs = list(proc.pipe(docs))
+    return docs
 
 
 def choose_tau(
@@ -83,10 +92,15 @@ def choose_tau(
     return best_tau, table, (-best_tau * prior).astype("float32") + 0.0
 
 
-def log_prior(gold_tags: Sequence[str], tags: IOBTags) -> numpy.ndarray:
-    """Log of each tag's share of `gold_tags` (add-one smoothed), in `tags` order."""
+def check_tags(gold_tags: Sequence[str], tags: IOBTags) -> None:
+    """Raise ValueError naming the gold tags that are not in `tags`."""
     unknown = sorted(set(gold_tags) - set(tags.tags))
     if unknown:
         raise ValueError(f"[ner_bert] validation tags {unknown} are not among the component's tags {list(tags.tags)}")
+
+
+def log_prior(gold_tags: Sequence[str], tags: IOBTags) -> numpy.ndarray:
+    """Log of each tag's share of `gold_tags` (add-one smoothed), in `tags` order."""
+    check_tags(gold_tags, tags)
     counts = numpy.bincount([tags.index[t] for t in gold_tags], minlength=len(tags)).astype("float64")
     return numpy.log((counts + 1.0) / (counts + 1.0).sum())
