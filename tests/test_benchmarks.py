@@ -141,9 +141,9 @@ def test_ensemble_benchmark_runs(tiny_bert, tmp_path):
     labels = ROOT / "configs" / "gmb_labels.txt"
     script = str(ROOT / "benchmarks" / "ensemble.py")
 
-    def run(*models, extra=()):
+    def run(*models, extra=(), label_file=labels):
         return subprocess.run([sys.executable, script, str(tmp_path / "gold.spacy"), str(tmp_path / "gold.spacy"),
-                               str(labels), *map(str, models), "--n", "50", *extra], capture_output=True, text=True)
+                               str(label_file), *map(str, models), "--n", "50", *extra], capture_output=True, text=True)
 
     def evaluated(nlp):  # the workflow's calibrate, then evaluate's figure
         tau, _ = calibrate(nlp, make_examples(nlp))
@@ -167,8 +167,9 @@ def test_ensemble_benchmark_runs(tiny_bert, tmp_path):
 
     tags = strong.get_pipe("ner_bert").tags
     logits = [nlp.get_pipe("ner_bert").logits([unannotated_copy(d) for d in gold]) for nlp in (strong, weak)]
-    tau, _, bias = choose_tau(ensemble.pool_log_probs(logits), [t for d in gold for t in doc_iob_tags(d)], tags)
-    report, _ = ensemble.score(tags, ensemble.pool_log_probs(logits), bias, gold, read_label_file(labels))
+    pooled_logits = ensemble.pool_log_probs(logits)
+    tau, _, bias = choose_tau(pooled_logits, [t for d in gold for t in doc_iob_tags(d)], tags)
+    report, _ = ensemble.score(tags, pooled_logits, bias, gold, read_label_file(labels))
     assert (pooled["model"], pooled["tau"]) == ("ensemble of all", tau)
     assert pooled["test_macro_f1"] == pytest.approx(report["token"]["macro avg"]["f1-score"], abs=1e-12)
     mean_row = result["ensemble_minus"][-1]
@@ -193,6 +194,5 @@ def test_ensemble_benchmark_runs(tiny_bert, tmp_path):
     assert mismatch.returncode == 1 and mismatch.stderr.startswith(f"{tmp_path / 'other'}: tags ")
     few = tmp_path / "few_labels.txt"
     few.write_text("O\nB-PER\nI-PER\n")
-    unlisted = subprocess.run([sys.executable, script, str(tmp_path / "gold.spacy"), str(tmp_path / "gold.spacy"), str(few),
-                               str(tmp_path / "strong"), str(tmp_path / "strong")], capture_output=True, text=True)
+    unlisted = run(tmp_path / "strong", tmp_path / "strong", label_file=few)
     assert unlisted.returncode == 1 and unlisted.stderr.startswith(f"{tmp_path / 'strong'} on {tmp_path / 'gold.spacy'} and ")
