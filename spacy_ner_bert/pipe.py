@@ -73,6 +73,7 @@ Decoded = Tuple[List[numpy.ndarray], List[numpy.ndarray]]
         "spans_key": DEFAULT_SPANS_KEY,
         "label_smoothing": 0.0,
         "class_weighting": 0.0,
+        "focal_gamma": 0.0,
         "encoder_lr_scale": 1.0,
         "checkpoint": None,
         "sort_buffer": DEFAULT_SORT_BUFFER,
@@ -88,6 +89,7 @@ def make_ner_bert(
     spans_key: str,
     label_smoothing: float,
     class_weighting: float,
+    focal_gamma: float,
     encoder_lr_scale: float,
     checkpoint: Optional[str],
     sort_buffer: int,
@@ -102,6 +104,9 @@ def make_ner_bert(
     class_weighting (float): Weight each gold tag by (its frequency / the most frequent
         tag's)^-class_weighting in the loss, counted on the training data at initialize, so rare
         tags (I-GPE, B-MISC) count more; 0 = unweighted cross-entropy.
+    focal_gamma (float): Focal loss: each token's cross-entropy term is scaled by
+        (1 - p)^focal_gamma, p the model's probability of the gold tag, so tokens it already
+        gets right (most O tokens) teach less; 0 = plain cross-entropy.
     encoder_lr_scale (float): The embedded encoder's learning rate as a fraction of the
         optimizer's, which the head keeps (e.g. 0.2 with the optimizer at 5e-4: encoder 1e-4,
         head 5e-4); 0 freezes the encoder. Only for an embedded encoder, not a listener.
@@ -126,6 +131,7 @@ def make_ner_bert(
             pipe = NERBert(
                 nlp.vocab, model, name, overwrite=overwrite, spans_key=spans_key,
                 label_smoothing=label_smoothing, class_weighting=class_weighting,
+                focal_gamma=focal_gamma,
                 encoder_lr_scale=encoder_lr_scale, sort_buffer=sort_buffer, scorer=scorer,
             )
             load_into_pipe(pipe, ckpt)
@@ -140,6 +146,7 @@ def make_ner_bert(
         spans_key=spans_key,
         label_smoothing=label_smoothing,
         class_weighting=class_weighting,
+        focal_gamma=focal_gamma,
         encoder_lr_scale=encoder_lr_scale,
         sort_buffer=sort_buffer,
         scorer=scorer,
@@ -190,6 +197,7 @@ class NERBert(TrainablePipe):
         spans_key: str = DEFAULT_SPANS_KEY,
         label_smoothing: float = 0.0,
         class_weighting: float = 0.0,
+        focal_gamma: float = 0.0,
         encoder_lr_scale: float = 1.0,
         sort_buffer: int = DEFAULT_SORT_BUFFER,
         scorer: Optional[Callable] = None,
@@ -203,6 +211,7 @@ class NERBert(TrainablePipe):
         spans_key (str): Key in doc.spans for scored entities ("" to skip).
         label_smoothing (float): Label smoothing for training.
         class_weighting (float): Exponent of the inverse-frequency tag weights (0 = none).
+        focal_gamma (float): Focal-loss exponent (0 = plain cross-entropy).
         encoder_lr_scale (float): The encoder's learning rate as a fraction of the head's (>= 0).
         sort_buffer (int): Docs read at a time by `pipe` before length-sorting (>= 1).
         scorer (Optional[Callable]): The scoring method.
@@ -211,6 +220,12 @@ class NERBert(TrainablePipe):
             raise ValueError(f"[ner_bert] label_smoothing must be in [0, 1), got {label_smoothing}.")
         if not 0.0 <= class_weighting <= 1.0:
             raise ValueError(f"[ner_bert] class_weighting must be in [0, 1], got {class_weighting}.")
+        if (
+            isinstance(focal_gamma, bool)
+            or not isinstance(focal_gamma, (int, float))
+            or not 0.0 <= focal_gamma <= 10.0
+        ):
+            raise ValueError(f"[ner_bert] focal_gamma must be a number in [0, 10], got {focal_gamma!r}.")
         if (
             isinstance(encoder_lr_scale, bool)
             or not isinstance(encoder_lr_scale, (int, float))
@@ -236,6 +251,7 @@ class NERBert(TrainablePipe):
             "label_smoothing": label_smoothing,
             "class_weighting": class_weighting,
             "class_weights": None,
+            "focal_gamma": float(focal_gamma),
         }
         self._tags_cache: Optional[IOBTags] = None
 
@@ -484,6 +500,9 @@ class NERBert(TrainablePipe):
     def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
         """Softmax cross-entropy per token, averaged over tokens with a known gold tag.
 
+        With focal_gamma > 0, each term -t_c log p_c becomes -t_c (1 - p_c)^gamma log p_c
+        (t the one-hot or smoothed target), scaled by the gold tag's class weight as before.
+
         examples (Iterable[Example]): The batch.
         scores (List[Floats2d]): Logits per doc, from the model.
         RETURNS (Tuple[float, List[Floats2d]]): The loss and the gradient w.r.t. the logits.
@@ -514,10 +533,21 @@ class NERBert(TrainablePipe):
         if self.cfg.get("class_weights"):
             table = xp.asarray(self.cfg["class_weights"], dtype=probs.dtype)
             weights = weights * table[xp.where(known, gold, 0)]
-        loss = float(-(target * log_probs * weights[:, None]).sum()) / n_known
+        gamma = self.cfg.get("focal_gamma", 0.0)
+        if gamma:
+            # d/dz_j of -sum_c t_c f(p_c), f(p) = (1-p)^g log p: -(a_j - p_j sum_c a_c), with
+            # a_c = t_c p_c f'(p_c) = t_c [(1-p_c)^g - g (1-p_c)^(g-1) p_c log p_c].
+            # 1 - p is floored so that g < 1 stays finite where p rounds to 1 (log p is 0 there).
+            one_minus = xp.maximum(1.0 - probs, 1e-12)
+            focus = one_minus**gamma
+            loss = float(-(target * focus * log_probs * weights[:, None]).sum()) / n_known
+            a = target * (focus - gamma * one_minus ** (gamma - 1.0) * probs * log_probs)
+            d_logits = (probs * a.sum(axis=1, keepdims=True) - a) * weights[:, None] / n_known
+        else:
+            loss = float(-(target * log_probs * weights[:, None]).sum()) / n_known
+            d_logits = (probs - target) * weights[:, None] / n_known
         if numpy.isnan(loss):
             raise ValueError("[ner_bert] The loss is NaN: lower the learning rate or check the data.")
-        d_logits = (probs - target) * weights[:, None] / n_known
         return loss, ops.unflatten(d_logits.astype("float32"), ops.asarray1i(lengths))
 
     def initialize(

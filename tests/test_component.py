@@ -269,9 +269,45 @@ def test_loss_finite_with_smoothing_and_forced_rows(tiny_bert):
     assert numpy.isfinite(g).all() and (g[1] == 0).all()
 
 
-@pytest.mark.parametrize("bad", [{"label_smoothing": 1.0}, {"class_weighting": -0.1}])
+@pytest.mark.parametrize("gamma,smoothing", [(0.0, 0.0), (0.5, 0.0), (2.0, 0.0), (2.0, 0.1)])
+def test_focal_loss_matches_autograd(tiny_bert, gamma, smoothing):
+    """get_loss's hand-written focal gradient against torch autograd of the same loss."""
+    nlp = trained_nlp(tiny_bert, steps=1, class_weighting=0.5, label_smoothing=smoothing)
+    ner = nlp.get_pipe("ner_bert")
+    ner.cfg["focal_gamma"] = gamma
+    doc = Doc(nlp.vocab, words=["John", "Smith", "visited", "Moscow", "."])
+    ref = Doc(nlp.vocab, words=[t.text for t in doc], ents=["B-PER", "I-PER", "O", "B-LOC", "O"])
+    n_tags = len(ner.tags.tags)
+    rng = numpy.random.default_rng(0)
+    logits = (rng.normal(size=(len(doc), n_tags)) * 4).astype("float32")
+    logits[2, ner.tags.tags.index("O")] = 30.0  # a token it is sure of: p rounds to 1
+    loss, grads = ner.get_loss([Example(doc, ref)], [ner.model.ops.asarray2f(logits)])
+
+    gold = torch.tensor([ner.tags.tags.index(t) for t in ["B-PER", "I-PER", "O", "B-LOC", "O"]])
+    z = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    target = torch.nn.functional.one_hot(gold, n_tags).double() * (1 - smoothing) + smoothing / n_tags
+    log_p = torch.log_softmax(z, dim=1)
+    focus = (1 - log_p.exp()).clamp_min(1e-12) ** gamma
+    w = torch.tensor(ner.cfg["class_weights"], dtype=torch.float64)[gold]
+    expected = -(target * focus * log_p * w[:, None]).sum() / len(gold)
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-4)
+    numpy.testing.assert_allclose(ner.model.ops.to_numpy(grads[0]), z.grad.numpy(), rtol=1e-3, atol=1e-6)
+
+
+def test_focal_loss_trains_and_saves(tiny_bert):
+    nlp = trained_nlp(tiny_bert, steps=80, focal_gamma=2.0)
+    assert nlp.evaluate(make_examples(nlp))["ents_f"] == 1.0
+    with make_tempdir() as d:
+        nlp.to_disk(d)
+        assert spacy.load(d).get_pipe("ner_bert").cfg["focal_gamma"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "bad", [{"label_smoothing": 1.0}, {"class_weighting": -0.1}, {"focal_gamma": -1.0}, {"focal_gamma": 11}]
+)
 def test_bad_loss_settings(tiny_bert, bad):
-    with pytest.raises(ValueError, match="must be in"):
+    with pytest.raises(ValueError, match="must be"):
         spacy.blank("en").add_pipe("ner_bert", config=ner_config(tiny_bert, **bad))
 
 
