@@ -16,7 +16,7 @@ from thinc.types import Floats2d
 
 from .averages import torch_averages
 from .decode import decode_docs
-from .encoder_params import EncoderLRScale, torch_parameters
+from .encoder_params import EncoderLRScale, layer_lr_scales, torch_parameters
 from .encoders import check_encoder_source
 from .layers import wordpieces
 from .tags import MISSING, IOBTags
@@ -75,6 +75,7 @@ Decoded = Tuple[List[numpy.ndarray], List[numpy.ndarray]]
         "class_weighting": 0.0,
         "focal_gamma": 0.0,
         "encoder_lr_scale": 1.0,
+        "encoder_lr_decay": 1.0,
         "checkpoint": None,
         "sort_buffer": DEFAULT_SORT_BUFFER,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
@@ -91,6 +92,7 @@ def make_ner_bert(
     class_weighting: float,
     focal_gamma: float,
     encoder_lr_scale: float,
+    encoder_lr_decay: float,
     checkpoint: Optional[str],
     sort_buffer: int,
     scorer: Optional[Callable],
@@ -110,6 +112,10 @@ def make_ner_bert(
     encoder_lr_scale (float): The embedded encoder's learning rate as a fraction of the
         optimizer's, which the head keeps (e.g. 0.2 with the optimizer at 5e-4: encoder 1e-4,
         head 5e-4); 0 freezes the encoder. Only for an embedded encoder, not a listener.
+    encoder_lr_decay (float): Layer-wise learning-rate decay in (0, 1]: the encoder's top layer
+        trains at encoder_lr_scale times the optimizer's rate, each layer below at this factor
+        times the one above, the embeddings at this factor times the lowest layer; 1 = no decay.
+        Only for an embedded encoder, not a listener.
     checkpoint (Optional[str]): A trained model to start from: a Hugging Face token-classification
         directory or a NeMo .nemo file. Its encoder, head and labels replace `model` and are
         ready to use without initialize. The saved pipeline keeps this path in its config and
@@ -132,7 +138,8 @@ def make_ner_bert(
                 nlp.vocab, model, name, overwrite=overwrite, spans_key=spans_key,
                 label_smoothing=label_smoothing, class_weighting=class_weighting,
                 focal_gamma=focal_gamma,
-                encoder_lr_scale=encoder_lr_scale, sort_buffer=sort_buffer, scorer=scorer,
+                encoder_lr_scale=encoder_lr_scale, encoder_lr_decay=encoder_lr_decay,
+                sort_buffer=sort_buffer, scorer=scorer,
             )
             load_into_pipe(pipe, ckpt)
         finally:
@@ -148,6 +155,7 @@ def make_ner_bert(
         class_weighting=class_weighting,
         focal_gamma=focal_gamma,
         encoder_lr_scale=encoder_lr_scale,
+        encoder_lr_decay=encoder_lr_decay,
         sort_buffer=sort_buffer,
         scorer=scorer,
     )
@@ -199,6 +207,7 @@ class NERBert(TrainablePipe):
         class_weighting: float = 0.0,
         focal_gamma: float = 0.0,
         encoder_lr_scale: float = 1.0,
+        encoder_lr_decay: float = 1.0,
         sort_buffer: int = DEFAULT_SORT_BUFFER,
         scorer: Optional[Callable] = None,
     ) -> None:
@@ -213,6 +222,7 @@ class NERBert(TrainablePipe):
         class_weighting (float): Exponent of the inverse-frequency tag weights (0 = none).
         focal_gamma (float): Focal-loss exponent (0 = plain cross-entropy).
         encoder_lr_scale (float): The encoder's learning rate as a fraction of the head's (>= 0).
+        encoder_lr_decay (float): Layer-wise decay of the encoder's learning rate, in (0, 1].
         sort_buffer (int): Docs read at a time by `pipe` before length-sorting (>= 1).
         scorer (Optional[Callable]): The scoring method.
         """
@@ -234,10 +244,19 @@ class NERBert(TrainablePipe):
             raise ValueError(
                 f"[ner_bert] encoder_lr_scale must be a finite number >= 0, got {encoder_lr_scale!r}."
             )
+        if (
+            isinstance(encoder_lr_decay, bool)
+            or not isinstance(encoder_lr_decay, (int, float))
+            or not 0.0 < encoder_lr_decay <= 1.0
+        ):
+            raise ValueError(
+                f"[ner_bert] encoder_lr_decay must be a number in (0, 1], got {encoder_lr_decay!r}."
+            )
         if isinstance(sort_buffer, bool) or not isinstance(sort_buffer, int) or sort_buffer < 1:
             raise ValueError(f"[ner_bert] sort_buffer must be an integer >= 1, got {sort_buffer!r}.")
         self.sort_buffer = sort_buffer
         self.encoder_lr_scale = float(encoder_lr_scale)
+        self.encoder_lr_decay = float(encoder_lr_decay)
         self.quantized = False  # set by spacy_ner_bert.quantize_int8
         self.vocab = vocab
         self.model = model
@@ -453,22 +472,25 @@ class NERBert(TrainablePipe):
 
     def finish_update(self, sgd: Optimizer) -> None:
         """Update the parameters with their gradients: the encoder's at `encoder_lr_scale` times
-        the optimizer's learning rate, the head's at that rate.
+        the optimizer's learning rate (times the layer-wise decay), the head's at that rate.
 
         sgd (Optimizer): The optimizer.
         """
-        scale = self.encoder_lr_scale
-        if scale == 1.0:
+        scale, decay = self.encoder_lr_scale, self.encoder_lr_decay
+        if scale == 1.0 and decay == 1.0:
             self.model.finish_update(sgd)
             return
-        encoder_keys = {key for key, _ in torch_parameters(self.model)}
+        encoder_keys = [key for key, _ in torch_parameters(self.model)]
         if not encoder_keys:
+            option, value = ("encoder_lr_scale", scale) if scale != 1.0 else ("encoder_lr_decay", decay)
             raise ValueError(
-                f"[ner_bert] encoder_lr_scale = {scale} needs the encoder inside this component, "
+                f"[ner_bert] {option} = {value} needs the encoder inside this component, "
                 "but it has none (a TransformerListener?): set the learning rate of the "
-                "transformer component instead, or set encoder_lr_scale = 1.0."
+                f"transformer component instead, or set {option} = 1.0."
             )
-        self.model.finish_update(EncoderLRScale(sgd, encoder_keys, scale))
+        layer_scales = layer_lr_scales((name for _, name in encoder_keys), decay)
+        scales = {key: scale * layer_scales[key[1]] for key in encoder_keys}
+        self.model.finish_update(EncoderLRScale(sgd, scales))
 
     def gold_tag_ids(self, examples: Sequence[Example]) -> List[numpy.ndarray]:
         """Gold IOB tag ids per predicted token; MISSING (-1) where the gold is unknown.
