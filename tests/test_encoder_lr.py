@@ -71,20 +71,25 @@ def test_zero_freezes_the_encoder_and_the_head_still_learns(tiny_bert):
     assert any(k in optimizer.averages for k in enc0)
 
 
-@pytest.mark.parametrize("bad", [-0.1, math.inf, math.nan, True])
-def test_bad_encoder_lr_scale_is_refused(tiny_bert, bad):
+@pytest.mark.parametrize(
+    "option,bad",
+    [("encoder_lr_scale", v) for v in (-0.1, math.inf, math.nan, True)]
+    + [("encoder_lr_decay", v) for v in (0.0, -0.5, 1.5, math.nan, True, "0.9")],
+)
+def test_bad_encoder_lr_settings_are_refused(tiny_bert, option, bad):
     nlp = spacy.blank("en")
-    with pytest.raises(ValueError, match="encoder_lr_scale"):
-        nlp.add_pipe("ner_bert", config=ner_config(tiny_bert, encoder_lr_scale=bad))
+    with pytest.raises(ValueError, match=option):
+        nlp.add_pipe("ner_bert", config=ner_config(tiny_bert, **{option: bad}))
 
 
-def test_encoder_lr_scale_with_a_listener_says_what_to_do(tiny_bert):
+@pytest.mark.parametrize("option,value", [("encoder_lr_scale", 0.5), ("encoder_lr_decay", 0.8)])
+def test_encoder_lr_settings_with_a_listener_say_what_to_do(tiny_bert, option, value):
     config = Config().from_str(LISTENER_CONFIG.format(encoder=tiny_bert))
-    config["components"]["ner_bert"]["encoder_lr_scale"] = 0.5
+    config["components"]["ner_bert"][option] = value
     nlp = spacy.util.load_model_from_config(config, auto_fill=True)
     examples = make_examples(nlp)
     optimizer = nlp.initialize(lambda: examples)
-    with pytest.raises(ValueError, match="encoder_lr_scale = 0.5 needs the encoder inside"):
+    with pytest.raises(ValueError, match=f"{option} = {value} needs the encoder inside"):
         nlp.update(examples, sgd=optimizer)
 
 
@@ -121,20 +126,3 @@ def test_encoder_steps_decay_by_layer_and_the_head_does_not(tiny_bert):
         numpy.testing.assert_allclose(enc_part[name], 0.5 * factors[name] * full, rtol=1e-4, atol=1e-6)
     for full, part in zip(head_full, head_part):
         numpy.testing.assert_allclose(part, full, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("bad", [0.0, -0.5, 1.5, math.nan, True, "0.9"])
-def test_bad_encoder_lr_decay_is_refused(tiny_bert, bad):
-    nlp = spacy.blank("en")
-    with pytest.raises(ValueError, match="encoder_lr_decay"):
-        nlp.add_pipe("ner_bert", config=ner_config(tiny_bert, encoder_lr_decay=bad))
-
-
-def test_encoder_lr_decay_with_a_listener_says_what_to_do(tiny_bert):
-    config = Config().from_str(LISTENER_CONFIG.format(encoder=tiny_bert))
-    config["components"]["ner_bert"]["encoder_lr_decay"] = 0.8
-    nlp = spacy.util.load_model_from_config(config, auto_fill=True)
-    examples = make_examples(nlp)
-    optimizer = nlp.initialize(lambda: examples)
-    with pytest.raises(ValueError, match="encoder_lr_decay = 0.8 needs the encoder inside"):
-        nlp.update(examples, sgd=optimizer)
