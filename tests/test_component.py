@@ -258,8 +258,9 @@ def test_class_weighting(tiny_bert):
         assert spacy.load(d).get_pipe("ner_bert").cfg["class_weights"] == pytest.approx(ner.cfg["class_weights"])
 
 
-def test_loss_finite_with_smoothing_and_forced_rows(tiny_bert):
-    nlp = trained_nlp(tiny_bert, steps=5, label_smoothing=0.2, class_weighting=0.3)
+@pytest.mark.parametrize("focal_gamma", [0.0, 2.0])
+def test_loss_finite_with_smoothing_and_forced_rows(tiny_bert, focal_gamma):
+    nlp = trained_nlp(tiny_bert, steps=5, label_smoothing=0.2, class_weighting=0.3, focal_gamma=focal_gamma)
     ner = nlp.get_pipe("ner_bert")
     doc = Doc(nlp.vocab, words=["John", "\u200b", "Smith"], ents=["B-PER", "O", "B-PER"])
     eg = Example(Doc(nlp.vocab, words=["John", "\u200b", "Smith"]), doc)
