@@ -49,9 +49,9 @@ def layer_lr_scales(names: Iterable[str], decay: float) -> Dict[str, float]:
     RAISES (ValueError): If decay < 1 and no name has a layer number.
     """
     names = list(names)
-    layers = {name: int(m.group(1)) for name in names if (m := _LAYER.search(name))}
     if decay == 1.0:
         return {name: 1.0 for name in names}
+    layers = {name: int(m.group(1)) for name in names if (m := _LAYER.search(name))}
     if not layers:
         raise ValueError(
             f"[ner_bert] encoder_lr_decay = {decay} needs numbered layers in the encoder's "

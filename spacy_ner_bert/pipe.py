@@ -161,6 +161,12 @@ def make_ner_bert(
     )
 
 
+def _check_number(name: str, value, ok: Callable[[float], bool], expected: str) -> None:
+    """Raise ValueError naming the setting unless `value` is an int or float (not a bool) and `ok`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise ValueError(f"[ner_bert] {name} must be {expected}, got {value!r}.")
+
+
 def get_ner_bert(nlp: Language, component: str, error: type = ValueError) -> "NERBert":
     """The initialized ner_bert component `component` of `nlp`, or `error` saying what is wrong."""
     if component not in nlp.pipe_names:
@@ -230,28 +236,9 @@ class NERBert(TrainablePipe):
             raise ValueError(f"[ner_bert] label_smoothing must be in [0, 1), got {label_smoothing}.")
         if not 0.0 <= class_weighting <= 1.0:
             raise ValueError(f"[ner_bert] class_weighting must be in [0, 1], got {class_weighting}.")
-        if (
-            isinstance(focal_gamma, bool)
-            or not isinstance(focal_gamma, (int, float))
-            or not 0.0 <= focal_gamma <= 10.0
-        ):
-            raise ValueError(f"[ner_bert] focal_gamma must be a number in [0, 10], got {focal_gamma!r}.")
-        if (
-            isinstance(encoder_lr_scale, bool)
-            or not isinstance(encoder_lr_scale, (int, float))
-            or not 0.0 <= encoder_lr_scale < math.inf
-        ):
-            raise ValueError(
-                f"[ner_bert] encoder_lr_scale must be a finite number >= 0, got {encoder_lr_scale!r}."
-            )
-        if (
-            isinstance(encoder_lr_decay, bool)
-            or not isinstance(encoder_lr_decay, (int, float))
-            or not 0.0 < encoder_lr_decay <= 1.0
-        ):
-            raise ValueError(
-                f"[ner_bert] encoder_lr_decay must be a number in (0, 1], got {encoder_lr_decay!r}."
-            )
+        _check_number("focal_gamma", focal_gamma, lambda x: 0.0 <= x <= 10.0, "a number in [0, 10]")
+        _check_number("encoder_lr_scale", encoder_lr_scale, lambda x: 0.0 <= x < math.inf, "a finite number >= 0")
+        _check_number("encoder_lr_decay", encoder_lr_decay, lambda x: 0.0 < x <= 1.0, "a number in (0, 1]")
         if isinstance(sort_buffer, bool) or not isinstance(sort_buffer, int) or sort_buffer < 1:
             raise ValueError(f"[ner_bert] sort_buffer must be an integer >= 1, got {sort_buffer!r}.")
         self.sort_buffer = sort_buffer
