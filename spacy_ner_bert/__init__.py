@@ -1,5 +1,5 @@
 """spacy-ner-bert: BERT token-classification NER for spaCy (NeMo's ner_en_bert recipe)."""
-from . import architectures, scoring  # noqa: F401  (register the architectures and the scorer)
+from . import architectures, augment, scoring  # noqa: F401  (register the architectures, augmenter, scorer)
 from .pipe import NERBert, make_ner_bert
 from .quantize import quantize_int8
 from .tags import IOBTags

@@ -20,7 +20,7 @@ def declared(group):
 
 def test_entry_points_installed():
     """What setup.cfg declares is what the installed distribution exposes."""
-    for group in ("spacy_factories", "spacy_architectures", "spacy_scorers"):
+    for group in ("spacy_factories", "spacy_architectures", "spacy_scorers", "spacy_augmenters"):
         installed = {ep.name for ep in entry_points(group=group) if ep.value.startswith("spacy_ner_bert")}
         assert installed == set(declared(group)), f"reinstall the package: {group} differs"
 
@@ -33,6 +33,11 @@ def test_architecture_resolves(name):
 @pytest.mark.parametrize("name", declared("spacy_scorers"))
 def test_scorer_resolves(name):
     assert callable(registry.scorers.get(name)())
+
+
+@pytest.mark.parametrize("name", declared("spacy_augmenters"))
+def test_augmenter_resolves(name):
+    assert callable(registry.augmenters.get(name)(level=0.5))
 
 
 def test_factory_in_fresh_interpreter(tiny_bert):
