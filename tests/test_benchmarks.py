@@ -49,7 +49,7 @@ def test_speed_benchmark_runs(tiny_bert, tmp_path):
 
 def test_device_variants_apply_to_the_default_config(tiny_bert):
     """Each line of benchmarks/device/variants/*.txt overrides keys that exist in
-    configs/minilm_cpu.cfg, with values the ner_bert factory accepts: a typo there would only show
+    configs/minilm_cpu.cfg, with values the ner_bert factory and the train augmenter accept: a typo there would only show
     on the lent GPU machine, whose time is scarce."""
     import spacy
     from spacy.cli._util import parse_config_overrides
@@ -67,6 +67,7 @@ def test_device_variants_apply_to_the_default_config(tiny_bert):
             try:
                 config = spacy.util.load_config(ROOT / "configs" / "minilm_cpu.cfg", overrides=overrides)
                 spacy.util.load_model_from_config(config, auto_fill=False, validate=True)
+                spacy.util.registry.resolve({"augmenter": config["corpora"]["train"]["augmenter"]}, validate=True)
             except Exception as err:  # the message names the file and line at fault
                 raise AssertionError(f"{where}: {err}") from err
 
