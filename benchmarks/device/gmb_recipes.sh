@@ -47,12 +47,12 @@ else TRAIN_S=$(( $(left) - 60 )); fi  # STEPS given: no probe (to repeat an earl
 EVAL_FREQ=$(( STEPS / 4 ))
 echo "train ${TRAIN_S}s: ${STEPS} steps, eval every ${EVAL_FREQ}"
 for line in "${LINES[@]}"; do
-  read -r name args <<< "$line"
+  read -r -a words <<< "$line"; name=${words[0]}; args=("${words[@]:1}")  # no glob: ["MISC"] stays as written
   ( s=$(date +%s); timeout $TRAIN_S python3 -m spacy train $CFG --output /tmp/runs/$name --paths.train /tmp/corpus/train.spacy \
       --paths.dev /tmp/corpus/dev.spacy --paths.encoder /tmp/minilm --gpu-id 0 --training.max_epochs 0 \
       --training.max_steps $STEPS --training.eval_frequency $EVAL_FREQ \
       --training.optimizer.learn_rate.warmup_steps $(( STEPS * 6 / 100 )) \
-      --training.optimizer.learn_rate.total_steps $STEPS $args > $R/train_$name.log 2>&1
+      --training.optimizer.learn_rate.total_steps $STEPS "${args[@]}" > $R/train_$name.log 2>&1
     echo "rc $? wall $(( $(date +%s) - s ))s" >> $R/train_$name.log ) &
 done; wait
 [ -n "${NO_TESTS:-}" ] || echo "GPU tests: $(tail -1 $R/pytest_gpu.txt)"
