@@ -68,7 +68,7 @@ def create_mention_replace_augmenter(
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 <= level <= 1.0:
         raise ValueError(f"[mention_replace] level must be a probability in [0, 1], got {level!r}")
     if labels is not None:
-        if isinstance(labels, str) or not all(isinstance(x, str) and x for x in labels) or not labels:
+        if not isinstance(labels, (list, tuple)) or not labels or not all(isinstance(x, str) and x for x in labels):
             raise ValueError(
                 f"[mention_replace] labels must be null or a non-empty list of entity labels, got {labels!r}"
             )

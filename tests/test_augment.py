@@ -150,7 +150,7 @@ def test_refuses_annotation_it_would_lose(attr):
     "kwargs,where",
     [({"level": 1.5}, "level"), ({"level": -0.1}, "level"), ({"level": True}, "level"), ({"level": "0.5"}, "level"),
      ({"level": 0.5, "labels": []}, "labels"), ({"level": 0.5, "labels": "MISC"}, "labels"),
-     ({"level": 0.5, "labels": ["MISC", ""]}, "labels")],
+     ({"level": 0.5, "labels": ["MISC", ""]}, "labels"), ({"level": 0.5, "labels": 3}, "labels")],
 )
 def test_bad_arguments_are_named(kwargs, where):
     with pytest.raises(ValueError, match=rf"\[mention_replace\] {where} must"):
