@@ -19,12 +19,14 @@ silently stripped.
 """
 import random
 from functools import partial
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set, Tuple
 
 from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import registry
+
+from .pipe import check_number
 
 Mention = Tuple[Tuple[str, ...], Tuple[bool, ...]]  # words, and whether each is followed by a space
 
@@ -48,9 +50,6 @@ class MentionPool:
     def sample(self, label: str) -> Mention:
         return random.choice(self._items[label])
 
-    def __len__(self) -> int:
-        return sum(len(items) for items in self._items.values())
-
     def count(self, label: str) -> int:
         return len(self._items.get(label, ()))
 
@@ -65,19 +64,18 @@ def create_mention_replace_augmenter(
     labels (Optional[List[str]]): The entity labels to replace, e.g. ["MISC"]; None: all.
     RETURNS (Callable[[Language, Example], Iterator[Example]]): The augmenter.
     """
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 <= level <= 1.0:
-        raise ValueError(f"[mention_replace] level must be a probability in [0, 1], got {level!r}")
+    check_number("level", level, lambda x: 0.0 <= x <= 1.0, "a probability in [0, 1]", owner="mention_replace")
     if labels is not None:
         if not isinstance(labels, (list, tuple)) or not labels or not all(isinstance(x, str) and x for x in labels):
             raise ValueError(
                 f"[mention_replace] labels must be null or a non-empty list of entity labels, got {labels!r}"
             )
-        labels = sorted(set(labels))
+        labels = frozenset(labels)
     return partial(mention_replace_augmenter, level=float(level), labels=labels, pool=MentionPool())
 
 
 def mention_replace_augmenter(
-    nlp: Language, example: Example, *, level: float, labels: Optional[Sequence[str]], pool: MentionPool
+    nlp: Language, example: Example, *, level: float, labels: Optional[FrozenSet[str]], pool: MentionPool
 ) -> Iterator[Example]:
     """Yield `example`, or a copy of it with some mentions replaced from `pool` (see the module)."""
     ref = example.reference

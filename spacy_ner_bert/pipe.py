@@ -161,10 +161,10 @@ def make_ner_bert(
     )
 
 
-def _check_number(name: str, value, ok: Callable[[float], bool], expected: str) -> None:
-    """Raise ValueError naming the setting unless `value` is an int or float (not a bool) and `ok`."""
+def check_number(name: str, value, ok: Callable[[float], bool], expected: str, owner: str = "ner_bert") -> None:
+    """Raise ValueError naming `owner` and the setting unless `value` is an int or float (not a bool) and `ok`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-        raise ValueError(f"[ner_bert] {name} must be {expected}, got {value!r}.")
+        raise ValueError(f"[{owner}] {name} must be {expected}, got {value!r}.")
 
 
 def get_ner_bert(nlp: Language, component: str, error: type = ValueError) -> "NERBert":
@@ -236,9 +236,9 @@ class NERBert(TrainablePipe):
             raise ValueError(f"[ner_bert] label_smoothing must be in [0, 1), got {label_smoothing}.")
         if not 0.0 <= class_weighting <= 1.0:
             raise ValueError(f"[ner_bert] class_weighting must be in [0, 1], got {class_weighting}.")
-        _check_number("focal_gamma", focal_gamma, lambda x: 0.0 <= x <= 10.0, "a number in [0, 10]")
-        _check_number("encoder_lr_scale", encoder_lr_scale, lambda x: 0.0 <= x < math.inf, "a finite number >= 0")
-        _check_number("encoder_lr_decay", encoder_lr_decay, lambda x: 0.0 < x <= 1.0, "a number in (0, 1]")
+        check_number("focal_gamma", focal_gamma, lambda x: 0.0 <= x <= 10.0, "a number in [0, 10]")
+        check_number("encoder_lr_scale", encoder_lr_scale, lambda x: 0.0 <= x < math.inf, "a finite number >= 0")
+        check_number("encoder_lr_decay", encoder_lr_decay, lambda x: 0.0 < x <= 1.0, "a number in (0, 1]")
         if isinstance(sort_buffer, bool) or not isinstance(sort_buffer, int) or sort_buffer < 1:
             raise ValueError(f"[ner_bert] sort_buffer must be an integer >= 1, got {sort_buffer!r}.")
         self.sort_buffer = sort_buffer

@@ -49,8 +49,8 @@ def test_speed_benchmark_runs(tiny_bert, tmp_path):
 
 def test_device_variants_apply_to_the_default_config(tiny_bert):
     """Each line of benchmarks/device/variants/*.txt overrides keys that exist in
-    configs/minilm_cpu.cfg, with values the ner_bert factory and the train augmenter accept: a typo there would only show
-    on the lent GPU machine, whose time is scarce."""
+    configs/minilm_cpu.cfg, with values the ner_bert factory and the train augmenter accept: a typo
+    there would only show on the lent GPU machine, whose time is scarce."""
     import spacy
     from spacy.cli._util import parse_config_overrides
 
