@@ -232,10 +232,8 @@ class NERBert(TrainablePipe):
         sort_buffer (int): Docs read at a time by `pipe` before length-sorting (>= 1).
         scorer (Optional[Callable]): The scoring method.
         """
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"[ner_bert] label_smoothing must be in [0, 1), got {label_smoothing}.")
-        if not 0.0 <= class_weighting <= 1.0:
-            raise ValueError(f"[ner_bert] class_weighting must be in [0, 1], got {class_weighting}.")
+        check_number("label_smoothing", label_smoothing, lambda x: 0.0 <= x < 1.0, "a number in [0, 1)")
+        check_number("class_weighting", class_weighting, lambda x: 0.0 <= x <= 1.0, "a number in [0, 1]")
         check_number("focal_gamma", focal_gamma, lambda x: 0.0 <= x <= 10.0, "a number in [0, 10]")
         check_number("encoder_lr_scale", encoder_lr_scale, lambda x: 0.0 <= x < math.inf, "a finite number >= 0")
         check_number("encoder_lr_decay", encoder_lr_decay, lambda x: 0.0 < x <= 1.0, "a number in (0, 1]")

@@ -305,10 +305,21 @@ def test_focal_loss_trains_and_saves(tiny_bert):
 
 
 @pytest.mark.parametrize(
-    "bad", [{"label_smoothing": 1.0}, {"class_weighting": -0.1}, {"focal_gamma": -1.0}, {"focal_gamma": 11}]
+    "bad",
+    [
+        {"label_smoothing": 1.0},
+        {"label_smoothing": "0.1"},
+        {"class_weighting": -0.1},
+        {"class_weighting": "0.3"},
+        {"focal_gamma": -1.0},
+        {"focal_gamma": 11},
+    ],
 )
 def test_bad_loss_settings(tiny_bert, bad):
-    with pytest.raises(ValueError, match="must be"):
+    # A string passes spaCy's config validation for a float argument: it must still get an error
+    # that names the setting (it used to be a bare TypeError from the range comparison).
+    (name,) = bad
+    with pytest.raises(ValueError, match=f"{name} must be"):
         spacy.blank("en").add_pipe("ner_bert", config=ner_config(tiny_bert, **bad))
 
 
