@@ -161,9 +161,13 @@ def make_ner_bert(
     )
 
 
-def check_number(name: str, value, ok: Callable[[float], bool], expected: str, owner: str = "ner_bert") -> None:
-    """Raise ValueError naming `owner` and the setting unless `value` is an int or float (not a bool) and `ok`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+def check_number(
+    name: str, value, ok: Callable[[float], bool], expected: str, owner: str = "ner_bert", integer: bool = False
+) -> None:
+    """Raise ValueError naming `owner` and the setting unless `value` is an int (or, unless `integer`, a float),
+    not a bool, and `ok`."""
+    kinds = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not ok(value):
         raise ValueError(f"[{owner}] {name} must be {expected}, got {value!r}.")
 
 
@@ -237,8 +241,7 @@ class NERBert(TrainablePipe):
         check_number("focal_gamma", focal_gamma, lambda x: 0.0 <= x <= 10.0, "a number in [0, 10]")
         check_number("encoder_lr_scale", encoder_lr_scale, lambda x: 0.0 <= x < math.inf, "a finite number >= 0")
         check_number("encoder_lr_decay", encoder_lr_decay, lambda x: 0.0 < x <= 1.0, "a number in (0, 1]")
-        if isinstance(sort_buffer, bool) or not isinstance(sort_buffer, int) or sort_buffer < 1:
-            raise ValueError(f"[ner_bert] sort_buffer must be an integer >= 1, got {sort_buffer!r}.")
+        check_number("sort_buffer", sort_buffer, lambda x: x >= 1, "an integer >= 1", integer=True)
         self.sort_buffer = sort_buffer
         self.encoder_lr_scale = float(encoder_lr_scale)
         self.encoder_lr_decay = float(encoder_lr_decay)

@@ -356,6 +356,17 @@ def test_bad_sort_buffer(tiny_bert, bad):
         spacy.blank("en").add_pipe("ner_bert", config=ner_config(tiny_bert, sort_buffer=bad))
 
 
+def test_check_number_integer():
+    """integer=True refuses floats (even whole ones) and bools, names owner and setting; floats pass otherwise."""
+    from spacy_ner_bert.pipe import check_number
+
+    check_number("n", 3, lambda x: x >= 1, "an integer >= 1", integer=True)
+    check_number("x", 2.5, lambda x: x >= 1, "a number >= 1")
+    for bad in (2.5, 3.0, True, "3", 0):
+        with pytest.raises(ValueError, match=r"^\[own\] n must be an integer >= 1, got "):
+            check_number("n", bad, lambda x: x >= 1, "an integer >= 1", owner="own", integer=True)
+
+
 def test_quantize_int8(tiny_bert, tmp_path):
     from spacy_ner_bert import quantize_int8
 
