@@ -2,12 +2,13 @@
 import shutil
 import struct
 import subprocess
+import warnings
 
 import pytest
 import spacy
 from spacy.tokens import Doc
 
-from spacy_ner_bert.visualize import COLORS, write_page
+from spacy_ner_bert.visualize import COLORS, render_page, write_page
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -31,6 +32,18 @@ def test_page_has_six_colors(page):
     for label in ("PER", "LOC", "TIME", "ORG", "GPE"):
         assert COLORS[label] in html
     assert set(COLORS) == {"PER", "ORG", "GPE", "LOC", "TIME", "MISC"}
+
+
+def test_sentence_without_entities_is_shown_without_w006():
+    vocab = spacy.blank("en").vocab
+    docs = [Doc(vocab, words=["Obama", "spoke", "."], ents=["B-PER", "O", "O"]),
+            Doc(vocab, words=["Nothing", "happened", "today", "."])]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        html = render_page(docs)
+        warnings.warn("a later warning still shows", UserWarning)
+    assert "Nothing" in html and "happened" in html
+    assert [str(w.message) for w in caught] == ["a later warning still shows"]
 
 
 @pytest.mark.browser
