@@ -5,7 +5,7 @@
 # with the GPU tests beside it for their first ~40 s. Log lines are stamped with the seconds since the
 # training started.
 # A device call lasts 10 minutes at most and a session has 15 minutes of device time; the recipe takes
-# longer on an H200 (session 15: 3,900 steps per ~207 s, of 19,569): the training is stopped at WAIT
+# longer on an H200 (session 15: 3,900 steps per ~208 s, of 19,569): the training is stopped at WAIT
 # seconds and the log says how far it got. (Session 15 also tried to carry a training started with setsid
 # into a second call; that call ended before the next validation row was due, so whether the training
 # outlived the first call was not established. This script stays within one call.) If the training ends
