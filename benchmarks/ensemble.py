@@ -13,8 +13,13 @@ difference from each pipeline and from the pipelines' mean, each with its 95% in
 The pipelines must share one tag set. Pass model-best or model-final alike: logits are read before
 the tag bias, and each pipeline's tau is chosen again here (as `calibrate` chose it).
 
+With --save-logits DIR, each pipeline's logits (before its tag bias) are also written to
+DIR/<i>.npz (i = its position in MODEL ...), for analyses that should not run the encoders again
+(benchmarks/calibration_cv.py): dev_logits/test_logits (all tokens, docs concatenated), dev_lengths/
+test_lengths (tokens per doc), tags, and the pipeline's path.
+
 usage: python benchmarks/ensemble.py VALIDATION.spacy TEST.spacy LABELS MODEL [MODEL ...] [--n 1000]
-       [--seed 0] [--gpu-id -1] [--json OUT.json]
+       [--seed 0] [--gpu-id -1] [--json OUT.json] [--save-logits DIR]
 """
 import argparse
 import sys
@@ -56,6 +61,29 @@ def member_logits(model: Path, data: Sequence[Path]):
     return pipe.tags, out
 
 
+def save_logits(path: Path, model: Path, tags, dev: Sequence[numpy.ndarray], test: Sequence[numpy.ndarray]) -> None:
+    """Write a pipeline's per-doc logits on both files as one .npz (docs concatenated, with lengths)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def flat(logits):
+        rows = numpy.concatenate(logits) if len(logits) else numpy.zeros((0, len(tags)), dtype="float32")
+        return rows.astype("float32"), numpy.asarray([len(x) for x in logits], dtype="int64")
+
+    (dev_x, dev_n), (test_x, test_n) = flat(dev), flat(test)
+    numpy.savez_compressed(path, dev_logits=dev_x, dev_lengths=dev_n, test_logits=test_x, test_lengths=test_n,
+                           tags=numpy.asarray(list(tags.tags)), model=numpy.asarray(str(model)))
+
+
+def load_logits(path: Path):
+    """What save_logits wrote: (tags, model path, per-doc validation logits, per-doc test logits)."""
+    with numpy.load(path) as data:
+        def split(name):
+            lengths = data[f"{name}_lengths"]
+            return numpy.split(data[f"{name}_logits"], numpy.cumsum(lengths)[:-1]) if len(lengths) else []
+
+        return [str(t) for t in data["tags"]], str(data["model"]), split("dev"), split("test")
+
+
 def score(tags, logits, bias, gold, labels):
     """Decode with `bias`; the evaluate-style report and each doc's counts for the bootstrap."""
     from spacy.tokens import Span
@@ -83,6 +111,8 @@ def main(argv=None) -> int:
     ap.add_argument("validation", type=Path, help="validation .spacy file: each tau is chosen on it")
     ap.add_argument("test", type=Path, help="test .spacy file: scored once per pipeline and for the ensemble")
     add_scoring_args(ap, "trained pipeline directories (two or more)", "bootstrap resamples of the test docs")
+    ap.add_argument("--save-logits", type=Path, default=None, metavar="DIR",
+                    help="also write each pipeline's validation and test logits to DIR/<i>.npz")
     args = ap.parse_args(argv)
     if len(args.models) < 2:
         ap.error(f"an ensemble needs two or more pipelines, got {len(args.models)}")
@@ -107,6 +137,8 @@ def main(argv=None) -> int:
         if not members:
             (dev_gold, _), (test_gold, _) = data
         members.append((data[0][1], data[1][1]))
+        if args.save_logits is not None:
+            save_logits(args.save_logits / f"{len(members) - 1}.npz", model, model_tags, data[0][1], data[1][1])
     dev_tags = [t for doc in dev_gold for t in doc_iob_tags(doc)]
     rows = [(str(m), dev, test) for m, (dev, test) in zip(args.models, members)]
     rows.append(("ensemble of all", pool_log_probs([m[0] for m in members]), pool_log_probs([m[1] for m in members])))

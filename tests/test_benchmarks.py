@@ -197,3 +197,59 @@ def test_ensemble_benchmark_runs(tiny_bert, tmp_path):
     few.write_text("O\nB-PER\nI-PER\n")
     unlisted = run(tmp_path / "strong", tmp_path / "strong", label_file=few)
     assert unlisted.returncode == 1 and unlisted.stderr.startswith(f"{tmp_path / 'strong'} on {tmp_path / 'gold.spacy'} and ")
+
+
+def test_saved_logits_feed_calibration_cv(tiny_bert, tmp_path):
+    """ensemble.py --save-logits writes each pipeline's logits as the pipeline computes them;
+    calibration_cv.py reads them: its `none` row is the unbiased score, its `tau` bias is calibrate's
+    choice on the whole validation file; bad logits files are named."""
+    ensemble = load_ensemble_script()
+    strong, weak = trained_nlp(tiny_bert, steps=15), trained_nlp(tiny_bert, steps=4)
+    strong.to_disk(tmp_path / "strong")
+    weak.to_disk(tmp_path / "weak")
+    gold = [eg.reference for eg in make_examples(strong)]
+    DocBin(docs=gold).to_disk(tmp_path / "gold.spacy")
+    labels = ROOT / "configs" / "gmb_labels.txt"
+    saved = tmp_path / "logits"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ensemble.py"), str(tmp_path / "gold.spacy"),
+                           str(tmp_path / "gold.spacy"), str(labels), str(tmp_path / "strong"), str(tmp_path / "weak"),
+                           "--n", "20", "--save-logits", str(saved)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from spacy_ner_bert.calibrate import choose_tau
+    from spacy_ner_bert.scoring import doc_iob_tags
+
+    gold_tags = [t for d in gold for t in doc_iob_tags(d)]
+    for i, nlp in enumerate((strong, weak)):
+        tags, model, dev, test = ensemble.load_logits(saved / f"{i}.npz")
+        want = nlp.get_pipe("ner_bert").logits([unannotated_copy(d) for d in gold])
+        assert tags == list(nlp.get_pipe("ner_bert").tags.tags) and model == str(tmp_path / ("strong", "weak")[i])
+        assert len(dev) == len(test) == len(want)
+        assert all(numpy.allclose(a, b) and numpy.allclose(c, b) for a, b, c in zip(dev, want, test))
+
+    cv_script = str(ROOT / "benchmarks" / "calibration_cv.py")
+    out = tmp_path / "cv.json"
+    cv = subprocess.run([sys.executable, cv_script, str(tmp_path / "gold.spacy"), str(tmp_path / "gold.spacy"),
+                         str(saved / "0.npz"), str(saved / "1.npz"), "--repeats", "2", "--pool", "--json", str(out)],
+                        capture_output=True, text=True)
+    assert cv.returncode == 0, cv.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [r["logits"] for r in rows] == [str(saved / "0.npz"), str(saved / "1.npz"), "pooled"]
+    tags = strong.get_pipe("ner_bert").tags
+    for row, nlp in zip(rows, (strong, weak)):
+        logits = nlp.get_pipe("ner_bert").logits([unannotated_copy(d) for d in gold])
+        _, table, bias = choose_tau(logits, gold_tags, tags)
+        untouched = next(r["f"] for r in table if r["tau"] == 0.0)
+        assert row["none"]["cv"] == pytest.approx(untouched) and row["none"]["test"] == pytest.approx(untouched)
+        assert numpy.allclose(row["tau"]["bias"], bias)
+        assert row["tau"]["test"] == pytest.approx(max(r["f"] for r in table))
+        # A family with more free numbers fits the data it is fitted on at least as well.
+        assert row["per-tag"]["test"] >= row["tau"]["test"] - 1e-12 and row["tau+O"]["test"] >= row["tau"]["test"] - 1e-12
+
+    (tmp_path / "junk.npz").write_text("not numpy")
+    junk = subprocess.run([sys.executable, cv_script, str(tmp_path / "gold.spacy"), str(tmp_path / "gold.spacy"),
+                           str(tmp_path / "junk.npz")], capture_output=True, text=True)
+    assert junk.returncode == 2 and f"{tmp_path / 'junk.npz'}: not a logits file" in junk.stderr
+    DocBin(docs=gold[:-1]).to_disk(tmp_path / "fewer.spacy")
+    fewer = subprocess.run([sys.executable, cv_script, str(tmp_path / "fewer.spacy"), str(tmp_path / "gold.spacy"),
+                            str(saved / "0.npz")], capture_output=True, text=True)
+    assert fewer.returncode == 2 and f"{saved / '0.npz'}: its dev logits do not match the docs of {tmp_path / 'fewer.spacy'}" in fewer.stderr
