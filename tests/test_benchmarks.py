@@ -130,20 +130,28 @@ def test_ensemble_pools_log_probabilities():
         ensemble.pool_log_probs([a, b[:1]])
 
 
-def test_ensemble_benchmark_runs(tiny_bert, tmp_path):
+@pytest.fixture(scope="module")
+def two_pipelines(tiny_bert, tmp_path_factory):
+    """A better and a worse trained pipeline on disk (strong/, weak/) and their gold docs (gold.spacy)."""
+    path = tmp_path_factory.mktemp("two_pipelines")
+    strong, weak = trained_nlp(tiny_bert, steps=15), trained_nlp(tiny_bert, steps=4)
+    strong.to_disk(path / "strong")
+    weak.to_disk(path / "weak")
+    DocBin(docs=[eg.reference for eg in make_examples(strong)]).to_disk(path / "gold.spacy")
+    return path, strong, weak
+
+
+def test_ensemble_benchmark_runs(two_pipelines, tiny_bert, tmp_path):
     """Each pipeline's row is what calibrate + evaluate give it; a pipeline pooled with itself is that
     pipeline; the ensemble row is the pooled logits calibrated and scored; bad inputs name the culprit."""
     ensemble = load_ensemble_script()
-    strong, weak = trained_nlp(tiny_bert, steps=15), trained_nlp(tiny_bert, steps=4)
-    strong.to_disk(tmp_path / "strong")
-    weak.to_disk(tmp_path / "weak")
-    gold = [eg.reference for eg in make_examples(strong)]
-    DocBin(docs=gold).to_disk(tmp_path / "gold.spacy")
+    data, strong, weak = two_pipelines
+    gold = list(DocBin().from_disk(data / "gold.spacy").get_docs(strong.vocab))
     labels = ROOT / "configs" / "gmb_labels.txt"
     script = str(ROOT / "benchmarks" / "ensemble.py")
 
     def run(*models, extra=(), label_file=labels):
-        return subprocess.run([sys.executable, script, str(tmp_path / "gold.spacy"), str(tmp_path / "gold.spacy"),
+        return subprocess.run([sys.executable, script, str(data / "gold.spacy"), str(data / "gold.spacy"),
                                str(label_file), *map(str, models), "--n", "50", *extra], capture_output=True, text=True)
 
     def evaluated(nlp):  # the workflow's calibrate, then evaluate's figure
@@ -152,7 +160,7 @@ def test_ensemble_benchmark_runs(tiny_bert, tmp_path):
         return tau, score_examples([Example(p, g) for p, g in zip(pred, gold)], read_label_file(labels))
 
     out = tmp_path / "ens.json"
-    done = run(tmp_path / "strong", tmp_path / "weak", extra=("--json", str(out)))
+    done = run(data / "strong", data / "weak", extra=("--json", str(out)))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     first, second, pooled = result["pipelines"]
@@ -177,42 +185,39 @@ def test_ensemble_benchmark_runs(tiny_bert, tmp_path):
     assert mean_row["diff"] == pytest.approx(pooled["test_macro_f1"] - (first["test_macro_f1"] + second["test_macro_f1"]) / 2)
     assert "mean of the pipelines" in done.stdout
 
-    twice = run(tmp_path / "strong", tmp_path / "strong", extra=("--json", str(out)))
+    twice = run(data / "strong", data / "strong", extra=("--json", str(out)))
     assert twice.returncode == 0, twice.stderr[-3000:]
     a, b, both = json.loads(out.read_text())["pipelines"]
     assert a == b and {k: v for k, v in both.items() if k != "model"} == {k: v for k, v in a.items() if k != "model"}
 
-    alone = run(tmp_path / "strong")
+    alone = run(data / "strong")
     assert alone.returncode == 2 and "two or more pipelines, got 1" in alone.stderr
-    missing = run(tmp_path / "strong", tmp_path / "nope")
+    missing = run(data / "strong", tmp_path / "nope")
     assert missing.returncode == 2 and f"{tmp_path / 'nope'}: no such pipeline directory" in missing.stderr
     fix_random_seed(0)
     other = spacy.blank("en")
     other.add_pipe("ner_bert", config=ner_config(tiny_bert))
     other.initialize(lambda: make_examples(other, TRAIN_DATA[:2]))  # PER, LOC, TIME only
     other.to_disk(tmp_path / "other")
-    mismatch = run(tmp_path / "strong", tmp_path / "other")
+    mismatch = run(data / "strong", tmp_path / "other")
     assert mismatch.returncode == 1 and mismatch.stderr.startswith(f"{tmp_path / 'other'}: tags ")
     few = tmp_path / "few_labels.txt"
     few.write_text("O\nB-PER\nI-PER\n")
-    unlisted = run(tmp_path / "strong", tmp_path / "strong", label_file=few)
-    assert unlisted.returncode == 1 and unlisted.stderr.startswith(f"{tmp_path / 'strong'} on {tmp_path / 'gold.spacy'} and ")
+    unlisted = run(data / "strong", data / "strong", label_file=few)
+    assert unlisted.returncode == 1 and unlisted.stderr.startswith(f"{data / 'strong'} on {data / 'gold.spacy'} and ")
 
 
-def test_saved_logits_feed_calibration_cv(tiny_bert, tmp_path):
+def test_saved_logits_feed_calibration_cv(two_pipelines, tmp_path):
     """ensemble.py --save-logits writes each pipeline's logits as the pipeline computes them;
     calibration_cv.py reads them: its `none` row is the unbiased score, its `tau` bias is calibrate's
     choice on the whole validation file; bad logits files are named."""
     ensemble = load_ensemble_script()
-    strong, weak = trained_nlp(tiny_bert, steps=15), trained_nlp(tiny_bert, steps=4)
-    strong.to_disk(tmp_path / "strong")
-    weak.to_disk(tmp_path / "weak")
-    gold = [eg.reference for eg in make_examples(strong)]
-    DocBin(docs=gold).to_disk(tmp_path / "gold.spacy")
+    data, strong, weak = two_pipelines
+    gold = list(DocBin().from_disk(data / "gold.spacy").get_docs(strong.vocab))
     labels = ROOT / "configs" / "gmb_labels.txt"
     saved = tmp_path / "logits"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ensemble.py"), str(tmp_path / "gold.spacy"),
-                           str(tmp_path / "gold.spacy"), str(labels), str(tmp_path / "strong"), str(tmp_path / "weak"),
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ensemble.py"), str(data / "gold.spacy"),
+                           str(data / "gold.spacy"), str(labels), str(data / "strong"), str(data / "weak"),
                            "--n", "20", "--save-logits", str(saved)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     from spacy_ner_bert.calibrate import choose_tau
@@ -222,13 +227,13 @@ def test_saved_logits_feed_calibration_cv(tiny_bert, tmp_path):
     for i, nlp in enumerate((strong, weak)):
         tags, model, dev, test = ensemble.load_logits(saved / f"{i}.npz")
         want = nlp.get_pipe("ner_bert").logits([unannotated_copy(d) for d in gold])
-        assert tags == list(nlp.get_pipe("ner_bert").tags.tags) and model == str(tmp_path / ("strong", "weak")[i])
+        assert tags == list(nlp.get_pipe("ner_bert").tags.tags) and model == str(data / ("strong", "weak")[i])
         assert len(dev) == len(test) == len(want)
         assert all(numpy.allclose(a, b) and numpy.allclose(c, b) for a, b, c in zip(dev, want, test))
 
     cv_script = str(ROOT / "benchmarks" / "calibration_cv.py")
     out = tmp_path / "cv.json"
-    cv = subprocess.run([sys.executable, cv_script, str(tmp_path / "gold.spacy"), str(tmp_path / "gold.spacy"),
+    cv = subprocess.run([sys.executable, cv_script, str(data / "gold.spacy"), str(data / "gold.spacy"),
                          str(saved / "0.npz"), str(saved / "1.npz"), "--repeats", "2", "--pool", "--json", str(out)],
                         capture_output=True, text=True)
     assert cv.returncode == 0, cv.stderr[-3000:]
@@ -246,10 +251,10 @@ def test_saved_logits_feed_calibration_cv(tiny_bert, tmp_path):
         assert row["per-tag"]["test"] >= row["tau"]["test"] - 1e-12 and row["tau+O"]["test"] >= row["tau"]["test"] - 1e-12
 
     (tmp_path / "junk.npz").write_text("not numpy")
-    junk = subprocess.run([sys.executable, cv_script, str(tmp_path / "gold.spacy"), str(tmp_path / "gold.spacy"),
+    junk = subprocess.run([sys.executable, cv_script, str(data / "gold.spacy"), str(data / "gold.spacy"),
                            str(tmp_path / "junk.npz")], capture_output=True, text=True)
     assert junk.returncode == 2 and f"{tmp_path / 'junk.npz'}: not a logits file" in junk.stderr
     DocBin(docs=gold[:-1]).to_disk(tmp_path / "fewer.spacy")
-    fewer = subprocess.run([sys.executable, cv_script, str(tmp_path / "fewer.spacy"), str(tmp_path / "gold.spacy"),
+    fewer = subprocess.run([sys.executable, cv_script, str(tmp_path / "fewer.spacy"), str(data / "gold.spacy"),
                             str(saved / "0.npz")], capture_output=True, text=True)
     assert fewer.returncode == 2 and f"{saved / '0.npz'}: its dev logits do not match the docs of {tmp_path / 'fewer.spacy'}" in fewer.stderr
