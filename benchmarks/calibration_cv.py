@@ -10,6 +10,8 @@ predictions of all validation docs are scored as one token macro F1. Families:
   tau      calibrate's family: tau in -0.5..1.0 (DEFAULT_TAUS)
   tau+O    tau, plus an offset on O's logit (OFFSETS): one knob for all entity tags at once
   per-tag  tau, then an offset per tag (OFFSETS), by coordinate ascent (two sweeps over the tags)
+  tau+trans  (with --train) tau, plus a tag-bigram prior in the Viterbi decoding: lambda * log P(tag |
+           previous tag), P counted on the train split's gold tags (add-one), lambda in LAMBDAS
 
 Each family is also fitted on the whole validation slice and the test split scored with it
 (token macro F1 of the decoded tags over the component's tags: NeMo's 13 labels on GMB, as evaluate
@@ -20,18 +22,30 @@ again); pass several files to see the families over several seeds, and --pool to
 the files' log-softmax (their ensemble) as one more row.
 
 usage: python benchmarks/calibration_cv.py VALIDATION.spacy TEST.spacy NPZ [NPZ ...] [--repeats 5]
-       [--seed 0] [--pool] [--json OUT.json]
+       [--seed 0] [--pool] [--train TRAIN.spacy] [--json OUT.json]
 """
 import argparse
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy
 
 OFFSETS = tuple(float(x) for x in numpy.arange(-1.0, 1.01, 0.25))
+LAMBDAS = (0.25, 0.5, 1.0)
 FAMILIES = ("none", "tau", "tau+O", "per-tag")
+
+
+def bigram_log_probs(gold_docs: Sequence[numpy.ndarray], n_tags: int):
+    """log P(tag | previous tag) and log P(first tag), add-one smoothed, from gold tag id sequences."""
+    pairs = numpy.ones((n_tags, n_tags))
+    first = numpy.ones(n_tags)
+    for ids in gold_docs:
+        if len(ids):
+            first[ids[0]] += 1
+            numpy.add.at(pairs, (ids[:-1], ids[1:]), 1)
+    return numpy.log(pairs / pairs.sum(axis=1, keepdims=True)), numpy.log(first / first.sum())
 
 
 def macro_f1(gold: numpy.ndarray, pred: numpy.ndarray, n_tags: int) -> float:
@@ -47,36 +61,49 @@ def macro_f1(gold: numpy.ndarray, pred: numpy.ndarray, n_tags: int) -> float:
 class Decoder:
     """Decodes a fixed set of docs under any bias; scores the result against their gold tag ids."""
 
-    def __init__(self, logits: Sequence[numpy.ndarray], gold: numpy.ndarray, tags):
+    def __init__(self, logits: Sequence[numpy.ndarray], gold: numpy.ndarray, tags, bigrams=None):
         from spacy_ner_bert.decode import log_softmax
 
         self.logits = [log_softmax(x) for x in logits]
-        self.gold, self.tags = gold, tags
+        self.gold, self.tags, self.bigrams = gold, tags, bigrams
 
-    def predict(self, bias: numpy.ndarray) -> numpy.ndarray:
-        from spacy_ner_bert.decode import decode_docs
+    def predict(self, bias: numpy.ndarray, lam: float = 0.0) -> numpy.ndarray:
+        from spacy_ner_bert.decode import decode_docs, viterbi_batch
 
-        paths, _ = decode_docs([x + bias for x in self.logits], self.tags)
+        if lam:
+            trans, start = self.bigrams
+            paths = viterbi_batch([x + bias for x in self.logits], self.tags, lam * trans, lam * start)
+        else:
+            paths, _ = decode_docs([x + bias for x in self.logits], self.tags)
         return numpy.concatenate(paths) if paths else numpy.zeros((0,), dtype="int64")
 
-    def score(self, bias: numpy.ndarray) -> float:
-        return macro_f1(self.gold, self.predict(bias), len(self.tags))
+    def score(self, bias: numpy.ndarray, lam: float = 0.0) -> float:
+        return macro_f1(self.gold, self.predict(bias, lam), len(self.tags))
 
 
-def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> numpy.ndarray:
-    """The bias of `family` that maximizes dec's macro F1 (ties: the earlier, smaller candidate)."""
+def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> Tuple[numpy.ndarray, float]:
+    """The bias (and bigram weight lambda) of `family` that maximizes dec's macro F1 (ties: the earlier,
+    smaller candidate)."""
     from spacy_ner_bert.calibrate import DEFAULT_TAUS
 
     n = len(prior)
     if family == "none":
-        return numpy.zeros(n)
+        return numpy.zeros(n), 0.0
     best_f, bias = -1.0, numpy.zeros(n)
     for tau in sorted(set(DEFAULT_TAUS) | {0.0}, key=abs):
         f = dec.score(-tau * prior)
         if f > best_f:
             best_f, bias = f, -tau * prior
     if family == "tau":
-        return bias
+        return bias, 0.0
+    if family == "tau+trans":
+        best_lam = 0.0
+        for lam in LAMBDAS:
+            for tau in sorted(set(DEFAULT_TAUS) | {0.0}, key=abs):
+                f = dec.score(-tau * prior, lam)
+                if f > best_f:
+                    best_f, bias, best_lam = f, -tau * prior, lam
+        return bias, best_lam
     o = dec.tags.index["O"]
     if family == "tau+O":
         base, best_b = bias.copy(), bias
@@ -87,7 +114,7 @@ def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> numpy.ndarray:
                 f = dec.score(b)
                 if f > best_f:
                     best_f, best_b = f, b
-        return best_b if best_f >= 0 else base
+        return (best_b if best_f >= 0 else base), 0.0
     if family == "per-tag":
         for _ in range(2):
             for t in range(n):
@@ -98,11 +125,12 @@ def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> numpy.ndarray:
                     f = dec.score(b)
                     if f > best_f:
                         best_f, bias = f, b
-        return bias
+        return bias, 0.0
     raise ValueError(f"unknown family {family!r}")
 
 
-def cross_fitted(family: str, logits, gold_docs: List[numpy.ndarray], tags, prior, repeats: int, seed: int) -> float:
+def cross_fitted(family: str, logits, gold_docs: List[numpy.ndarray], tags, prior, repeats: int, seed: int,
+                 bigrams=None) -> float:
     """Mean over `repeats` of the macro F1 of 2-fold cross-fitted predictions on all validation docs."""
     rng = numpy.random.default_rng(seed)
     n_docs = len(logits)
@@ -113,10 +141,11 @@ def cross_fitted(family: str, logits, gold_docs: List[numpy.ndarray], tags, prio
         gold_all, pred_all = [], []
         for k in (0, 1):
             fit_on, pred_on = halves[k], halves[1 - k]
-            bias = fit(family, Decoder([logits[i] for i in fit_on], numpy.concatenate([gold_docs[i] for i in fit_on]), tags), prior)
-            dec = Decoder([logits[i] for i in pred_on], numpy.concatenate([gold_docs[i] for i in pred_on]), tags)
+            bias, lam = fit(family, Decoder([logits[i] for i in fit_on], numpy.concatenate([gold_docs[i] for i in fit_on]),
+                                            tags, bigrams), prior)
+            dec = Decoder([logits[i] for i in pred_on], numpy.concatenate([gold_docs[i] for i in pred_on]), tags, bigrams)
             gold_all.append(dec.gold)
-            pred_all.append(dec.predict(bias))
+            pred_all.append(dec.predict(bias, lam))
         scores.append(macro_f1(numpy.concatenate(gold_all), numpy.concatenate(pred_all), len(tags)))
     return float(numpy.mean(scores))
 
@@ -136,11 +165,16 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="2-fold splits of the validation docs (default 5)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the splits (default 0)")
     ap.add_argument("--pool", action="store_true", help="add the files' pooled log-probabilities as a row")
+    ap.add_argument("--train", type=Path, default=None,
+                    help="train .spacy file: adds the tau+trans family (tag bigrams counted on it)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error(f"--repeats must be at least 1, got {args.repeats}")
-    for path, what in [(args.validation, "validation file"), (args.test, "test file")] + [(p, "logits file") for p in args.logits]:
+    data_files = [(args.validation, "validation file"), (args.test, "test file")]
+    if args.train is not None:
+        data_files.append((args.train, "train file"))
+    for path, what in data_files + [(p, "logits file") for p in args.logits]:
         if not path.exists():
             ap.error(f"{path}: no such {what}")
 
@@ -165,9 +199,16 @@ def main(argv=None) -> int:
     tags = IOBTags(tag_names)
     vocab = spacy.blank("en").vocab
     gold = {}
-    for name, path in (("dev", args.validation), ("test", args.test)):
+    for name, path in (("dev", args.validation), ("test", args.test), ("train", args.train)):
+        if path is None:
+            continue
         docs = list(DocBin().from_disk(path).get_docs(vocab))
+        unknown = sorted({t for doc in docs for t in doc_iob_tags(doc)} - set(tag_names))
+        if unknown:
+            ap.error(f"{path}: gold tags {unknown} are not among the logits' tags {tag_names}")
         gold[name] = [numpy.asarray([tags.index[t] for t in doc_iob_tags(doc)], dtype="int64") for doc in docs]
+    families = FAMILIES + (("tau+trans",) if args.train is not None else ())
+    bigrams = bigram_log_probs(gold["train"], len(tags)) if args.train is not None else None
     for path, (_, _, dev, test) in zip(args.logits, members):
         for name, logits in (("dev", dev), ("test", test)):
             if [len(x) for x in logits] != [len(g) for g in gold[name]]:
@@ -181,20 +222,21 @@ def main(argv=None) -> int:
     results: List[Dict] = []
     print(f"cross-fitted validation macro F1 ({args.repeats} x 2-fold over {len(gold['dev']):,} docs), "
           f"then fitted on all of it and scored on the test split ({len(gold['test']):,} docs)")
-    print(f"\n{'logits':<44}" + "".join(f"{f + ' cv':>12}{f + ' test':>14}" for f in FAMILIES))
+    print(f"\n{'logits':<44}" + "".join(f"{f + ' cv':>14}{f + ' test':>16}" for f in families))
     test_gold = numpy.concatenate(gold["test"])
     for name, dev, test in rows:
         result = {"logits": name}
-        for family in FAMILIES:
-            cv = cross_fitted(family, dev, gold["dev"], tags, prior, args.repeats, args.seed)
-            bias = fit(family, Decoder(dev, numpy.concatenate(gold["dev"]), tags), prior)
-            result[family] = {"cv": cv, "test": Decoder(test, test_gold, tags).score(bias), "bias": [float(b) for b in bias]}
+        for family in families:
+            cv = cross_fitted(family, dev, gold["dev"], tags, prior, args.repeats, args.seed, bigrams)
+            bias, lam = fit(family, Decoder(dev, numpy.concatenate(gold["dev"]), tags, bigrams), prior)
+            result[family] = {"cv": cv, "test": Decoder(test, test_gold, tags, bigrams).score(bias, lam),
+                              "bias": [float(b) for b in bias], "lambda": lam}
         results.append(result)
-        print(f"{name[-44:]:<44}" + "".join(f"{result[f]['cv']:>12.4f}{result[f]['test']:>14.4f}" for f in FAMILIES), flush=True)
+        print(f"{name[-44:]:<44}" + "".join(f"{result[f]['cv']:>14.4f}{result[f]['test']:>16.4f}" for f in families), flush=True)
     singles = results[: len(args.logits)]
     print(f"{'mean of the files':<44}" + "".join(
-        f"{numpy.mean([r[f]['cv'] for r in singles]):>12.4f}{numpy.mean([r[f]['test'] for r in singles]):>14.4f}"
-        for f in FAMILIES))
+        f"{numpy.mean([r[f]['cv'] for r in singles]):>14.4f}{numpy.mean([r[f]['test'] for r in singles]):>16.4f}"
+        for f in families))
     if args.json:
         from _common import write_json
 

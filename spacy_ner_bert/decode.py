@@ -3,7 +3,7 @@
 Vectorized over the batch and the tag set with numpy; the only Python loop runs over positions
 (the longest doc's length), never over tokens of each doc.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy
 
@@ -37,12 +37,18 @@ def log_softmax(logits: numpy.ndarray) -> numpy.ndarray:
 
 
 def viterbi_batch(
-    log_probs: Sequence[numpy.ndarray], tags: IOBTags
+    log_probs: Sequence[numpy.ndarray],
+    tags: IOBTags,
+    trans_scores: Optional[numpy.ndarray] = None,
+    start_scores: Optional[numpy.ndarray] = None,
 ) -> List[numpy.ndarray]:
     """Best valid tag sequence for each doc.
 
     log_probs (Sequence[numpy.ndarray]): One (n_tokens, n_tags) array per doc.
     tags (IOBTags): The tag set, with its allowed transitions.
+    trans_scores (Optional[numpy.ndarray]): (n_tags, n_tags) scores added for each allowed transition
+        (previous tag, next tag); None: 0, only the constraints count.
+    start_scores (Optional[numpy.ndarray]): (n_tags,) scores added for each allowed first tag.
     RETURNS (List[numpy.ndarray]): One int array of tag ids per doc, always a valid sequence.
     """
     lengths = numpy.array([len(lp) for lp in log_probs], dtype="int64")
@@ -53,14 +59,14 @@ def viterbi_batch(
     emit = numpy.zeros((batch, max_len, n_tags), dtype="float64")
     for b, lp in enumerate(log_probs):
         emit[b, : len(lp)] = lp
-    paths = _viterbi(emit, lengths, tags.allowed, tags.allowed_start)
+    paths = _viterbi(emit, lengths, tags.allowed, tags.allowed_start, trans_scores, start_scores)
     # Per-token forbidden tags (-inf) can make every valid path impossible (e.g. a forced O
     # between I-X and I-X is fine, but an adversarial mask may allow only I-X after O).
     # Then the doc is decoded again ignoring those per-token masks: the transitions still hold.
     bad = ~numpy.isfinite(_path_scores(emit, paths, lengths))
     if bad.any():
         finite = numpy.where(numpy.isneginf(emit[bad]), -_LOGIT_LIMIT * 4, emit[bad])
-        paths[bad] = _viterbi(finite, lengths[bad], tags.allowed, tags.allowed_start)
+        paths[bad] = _viterbi(finite, lengths[bad], tags.allowed, tags.allowed_start, trans_scores, start_scores)
     return [paths[b, : lengths[b]] for b in range(batch)]
 
 
@@ -69,10 +75,12 @@ def _viterbi(
     lengths: numpy.ndarray,
     allowed: numpy.ndarray,
     allowed_start: numpy.ndarray,
+    trans_scores: Optional[numpy.ndarray] = None,
+    start_scores: Optional[numpy.ndarray] = None,
 ) -> numpy.ndarray:
     batch, max_len, n_tags = emit.shape
-    trans = numpy.where(allowed, 0.0, -numpy.inf)
-    delta = emit[:, 0] + numpy.where(allowed_start, 0.0, -numpy.inf)
+    trans = numpy.where(allowed, 0.0 if trans_scores is None else trans_scores, -numpy.inf)
+    delta = emit[:, 0] + numpy.where(allowed_start, 0.0 if start_scores is None else start_scores, -numpy.inf)
     backptr = numpy.zeros((batch, max_len, n_tags), dtype="int64")
     identity = numpy.arange(n_tags)
     for t in range(1, max_len):

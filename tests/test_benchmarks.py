@@ -234,7 +234,8 @@ def test_saved_logits_feed_calibration_cv(two_pipelines, tmp_path):
     cv_script = str(ROOT / "benchmarks" / "calibration_cv.py")
     out = tmp_path / "cv.json"
     cv = subprocess.run([sys.executable, cv_script, str(data / "gold.spacy"), str(data / "gold.spacy"),
-                         str(saved / "0.npz"), str(saved / "1.npz"), "--repeats", "2", "--pool", "--json", str(out)],
+                         str(saved / "0.npz"), str(saved / "1.npz"), "--repeats", "2", "--pool", "--json", str(out),
+                         "--train", str(data / "gold.spacy")],
                         capture_output=True, text=True)
     assert cv.returncode == 0, cv.stderr[-3000:]
     rows = json.loads(out.read_text())["results"]
@@ -248,7 +249,9 @@ def test_saved_logits_feed_calibration_cv(two_pipelines, tmp_path):
         assert numpy.allclose(row["tau"]["bias"], bias)
         assert row["tau"]["test"] == pytest.approx(max(r["f"] for r in table))
         # A family with more free numbers fits the data it is fitted on at least as well.
-        assert row["per-tag"]["test"] >= row["tau"]["test"] - 1e-12 and row["tau+O"]["test"] >= row["tau"]["test"] - 1e-12
+        for family in ("per-tag", "tau+O", "tau+trans"):
+            assert row[family]["test"] >= row["tau"]["test"] - 1e-12
+        assert row["tau+trans"]["lambda"] in (0.0, 0.25, 0.5, 1.0) and row["tau"]["lambda"] == 0.0
 
     (tmp_path / "junk.npz").write_text("not numpy")
     junk = subprocess.run([sys.executable, cv_script, str(data / "gold.spacy"), str(data / "gold.spacy"),
@@ -258,3 +261,31 @@ def test_saved_logits_feed_calibration_cv(two_pipelines, tmp_path):
     fewer = subprocess.run([sys.executable, cv_script, str(tmp_path / "fewer.spacy"), str(data / "gold.spacy"),
                             str(saved / "0.npz")], capture_output=True, text=True)
     assert fewer.returncode == 2 and f"{saved / '0.npz'}: its dev logits do not match the docs of {tmp_path / 'fewer.spacy'}" in fewer.stderr
+
+
+def test_calibration_cv_bigrams_and_unknown_train_tags(two_pipelines, tmp_path):
+    """The tag-bigram prior is add-one smoothed counts of the gold sequences; a train file with a tag the
+    logits do not have is named."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("calibration_cv", ROOT / "benchmarks" / "calibration_cv.py")
+    cv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cv)
+    trans, start = cv.bigram_log_probs([numpy.array([0, 1, 2]), numpy.array([0]), numpy.array([], dtype="int64")], 3)
+    assert numpy.allclose(numpy.exp(start), [3 / 5, 1 / 5, 1 / 5])
+    assert numpy.allclose(numpy.exp(trans), [[1 / 4, 2 / 4, 1 / 4], [1 / 4, 1 / 4, 2 / 4], [1 / 3, 1 / 3, 1 / 3]])
+
+    data, strong, _ = two_pipelines
+    saved = tmp_path / "logits"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ensemble.py"), str(data / "gold.spacy"),
+                           str(data / "gold.spacy"), str(ROOT / "configs" / "gmb_labels.txt"), str(data / "strong"),
+                           str(data / "strong"), "--n", "5", "--save-logits", str(saved)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    nlp = spacy.blank("en")
+    doc = nlp("Alice met Bob")
+    doc.set_ents([spacy.tokens.Span(doc, 0, 1, label="FOO")])
+    DocBin(docs=[doc]).to_disk(tmp_path / "foo.spacy")
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "calibration_cv.py"), str(data / "gold.spacy"),
+                          str(data / "gold.spacy"), str(saved / "0.npz"), "--train", str(tmp_path / "foo.spacy")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and f"{tmp_path / 'foo.spacy'}: gold tags ['B-FOO'] are not among the logits' tags" in bad.stderr

@@ -55,12 +55,14 @@ def test_spans():
     assert TAGS.spans([]) == []
 
 
-def brute_force(lp, tags):
+def brute_force(lp, tags, trans=None, start=None):
     best, best_seq = -numpy.inf, None
     for seq in itertools.product(range(len(tags)), repeat=len(lp)):
         if not tags.is_valid(seq):
             continue
         score = sum(lp[i, t] for i, t in enumerate(seq))
+        if trans is not None:
+            score += start[seq[0]] + sum(trans[a, b] for a, b in zip(seq, seq[1:]))
         if score > best:
             best, best_seq = score, seq
     return best_seq
@@ -76,6 +78,21 @@ def test_viterbi_matches_brute_force():
         for lp, path in zip(lps, paths):
             assert tuple(path) == brute_force(lp, small)
 
+
+
+def test_viterbi_with_transition_scores_matches_brute_force():
+    """trans_scores / start_scores add to every path's score, as a brute force over valid paths adds them."""
+    rng = numpy.random.default_rng(1)
+    small = IOBTags.from_entity_types(["A", "B"])
+    n = len(small)
+    for _ in range(30):
+        trans, start = rng.normal(size=(n, n)) * 2, rng.normal(size=n) * 2
+        lps = [log_softmax(rng.normal(size=(k, n)) * 3) for k in rng.integers(1, 6, size=3)]
+        for lp, path in zip(lps, viterbi_batch(lps, small, trans, start)):
+            assert tuple(path) == brute_force(lp, small, trans, start)
+    # Zero scores are the plain constrained decoding.
+    lps = [log_softmax(rng.normal(size=(5, n)))]
+    assert numpy.array_equal(viterbi_batch(lps, small, numpy.zeros((n, n)), numpy.zeros(n))[0], viterbi_batch(lps, small)[0])
 
 @pytest.mark.parametrize("seed", range(5))
 def test_viterbi_valid_under_adversarial_scores(seed):
