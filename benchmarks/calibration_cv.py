@@ -106,7 +106,7 @@ def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> Tuple[numpy.ndarray,
         return bias, best_lam
     o = dec.tags.index["O"]
     if family == "tau+O":
-        base, best_b = bias.copy(), bias
+        best_b = bias
         for tau in sorted(set(DEFAULT_TAUS) | {0.0}, key=abs):
             for off in sorted(OFFSETS, key=abs):
                 b = -tau * prior
@@ -114,7 +114,7 @@ def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> Tuple[numpy.ndarray,
                 f = dec.score(b)
                 if f > best_f:
                     best_f, best_b = f, b
-        return (best_b if best_f >= 0 else base), 0.0
+        return best_b, 0.0
     if family == "per-tag":
         for _ in range(2):
             for t in range(n):
