@@ -49,13 +49,13 @@ def bigram_log_probs(gold_docs: Sequence[numpy.ndarray], n_tags: int):
 
 
 def macro_f1(gold: numpy.ndarray, pred: numpy.ndarray, n_tags: int) -> float:
-    """Token macro F1 over all `n_tags` tags (0 where undefined, as sklearn's report)."""
+    """Token macro F1 over all `n_tags` tags, from tag ids (scoring's F1: 0 where undefined)."""
+    from spacy_ner_bert.scoring import _prf
+
     tp = numpy.bincount(gold[gold == pred], minlength=n_tags).astype("float64")
     n_pred = numpy.bincount(pred, minlength=n_tags).astype("float64")
     n_gold = numpy.bincount(gold, minlength=n_tags).astype("float64")
-    denom = n_pred + n_gold
-    f1 = numpy.divide(2 * tp, denom, out=numpy.zeros(n_tags), where=denom > 0)
-    return float(f1.mean())
+    return float(_prf(tp, n_pred, n_gold)[2].mean())
 
 
 class Decoder:
@@ -89,8 +89,9 @@ def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> Tuple[numpy.ndarray,
     n = len(prior)
     if family == "none":
         return numpy.zeros(n), 0.0
+    taus = sorted(set(DEFAULT_TAUS) | {0.0}, key=abs)  # calibrate's order: 0 first, so it wins ties
     best_f, bias = -1.0, numpy.zeros(n)
-    for tau in sorted(set(DEFAULT_TAUS) | {0.0}, key=abs):
+    for tau in taus:
         f = dec.score(-tau * prior)
         if f > best_f:
             best_f, bias = f, -tau * prior
@@ -99,7 +100,7 @@ def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> Tuple[numpy.ndarray,
     if family == "tau+trans":
         best_lam = 0.0
         for lam in LAMBDAS:
-            for tau in sorted(set(DEFAULT_TAUS) | {0.0}, key=abs):
+            for tau in taus:
                 f = dec.score(-tau * prior, lam)
                 if f > best_f:
                     best_f, bias, best_lam = f, -tau * prior, lam
@@ -107,7 +108,7 @@ def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> Tuple[numpy.ndarray,
     o = dec.tags.index["O"]
     if family == "tau+O":
         best_b = bias
-        for tau in sorted(set(DEFAULT_TAUS) | {0.0}, key=abs):
+        for tau in taus:
             for off in sorted(OFFSETS, key=abs):
                 b = -tau * prior
                 b[o] += off
@@ -202,11 +203,11 @@ def main(argv=None) -> int:
     for name, path in (("dev", args.validation), ("test", args.test), ("train", args.train)):
         if path is None:
             continue
-        docs = list(DocBin().from_disk(path).get_docs(vocab))
-        unknown = sorted({t for doc in docs for t in doc_iob_tags(doc)} - set(tag_names))
+        doc_tags = [doc_iob_tags(doc) for doc in DocBin().from_disk(path).get_docs(vocab)]
+        unknown = sorted({t for seq in doc_tags for t in seq} - set(tag_names))
         if unknown:
             ap.error(f"{path}: gold tags {unknown} are not among the logits' tags {tag_names}")
-        gold[name] = [numpy.asarray([tags.index[t] for t in doc_iob_tags(doc)], dtype="int64") for doc in docs]
+        gold[name] = [numpy.asarray([tags.index[t] for t in seq], dtype="int64") for seq in doc_tags]
     families = FAMILIES + (("tau+trans",) if args.train is not None else ())
     bigrams = bigram_log_probs(gold["train"], len(tags)) if args.train is not None else None
     for path, (_, _, dev, test) in zip(args.logits, members):
