@@ -16,6 +16,7 @@ from thinc.types import Floats2d
 
 from .averages import torch_averages
 from .decode import decode_docs
+from .distill import teacher_log_probs
 from .encoder_params import EncoderLRScale, layer_lr_scales, torch_parameters
 from .encoders import check_encoder_source
 from .layers import wordpieces
@@ -74,6 +75,8 @@ Decoded = Tuple[List[numpy.ndarray], List[numpy.ndarray]]
         "label_smoothing": 0.0,
         "class_weighting": 0.0,
         "focal_gamma": 0.0,
+        "distill_weight": 0.0,
+        "distill_temperature": 1.0,
         "encoder_lr_scale": 1.0,
         "encoder_lr_decay": 1.0,
         "checkpoint": None,
@@ -91,6 +94,8 @@ def make_ner_bert(
     label_smoothing: float,
     class_weighting: float,
     focal_gamma: float,
+    distill_weight: float,
+    distill_temperature: float,
     encoder_lr_scale: float,
     encoder_lr_decay: float,
     checkpoint: Optional[str],
@@ -109,6 +114,11 @@ def make_ner_bert(
     focal_gamma (float): Focal loss: each token's cross-entropy term is scaled by
         (1 - p)^focal_gamma, p the model's probability of the gold tag, so tokens it already
         gets right (most O tokens) teach less; 0 = plain cross-entropy.
+    distill_weight (float): Knowledge distillation: the loss is (1 - w) x the gold loss above +
+        w x T^2 x KL(teacher || model) at temperature T, with teacher log-probabilities stored
+        on each training doc by scripts/teacher_targets.py (spacy_ner_bert/distill.py); every
+        training doc must have them. 0 = no distillation.
+    distill_temperature (float): T, which softens both distributions in the distillation term.
     encoder_lr_scale (float): The embedded encoder's learning rate as a fraction of the
         optimizer's, which the head keeps (e.g. 0.2 with the optimizer at 5e-4: encoder 1e-4,
         head 5e-4); 0 freezes the encoder. Only for an embedded encoder, not a listener.
@@ -137,7 +147,8 @@ def make_ner_bert(
             pipe = NERBert(
                 nlp.vocab, model, name, overwrite=overwrite, spans_key=spans_key,
                 label_smoothing=label_smoothing, class_weighting=class_weighting,
-                focal_gamma=focal_gamma,
+                focal_gamma=focal_gamma, distill_weight=distill_weight,
+                distill_temperature=distill_temperature,
                 encoder_lr_scale=encoder_lr_scale, encoder_lr_decay=encoder_lr_decay,
                 sort_buffer=sort_buffer, scorer=scorer,
             )
@@ -154,6 +165,8 @@ def make_ner_bert(
         label_smoothing=label_smoothing,
         class_weighting=class_weighting,
         focal_gamma=focal_gamma,
+        distill_weight=distill_weight,
+        distill_temperature=distill_temperature,
         encoder_lr_scale=encoder_lr_scale,
         encoder_lr_decay=encoder_lr_decay,
         sort_buffer=sort_buffer,
@@ -169,6 +182,31 @@ def check_number(
     kinds = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not ok(value):
         raise ValueError(f"[{owner}] {name} must be {expected}, got {value!r}.")
+
+
+def distill_term(xp, logits, teacher, temperature: float):
+    """T^2 x mean over tokens of KL(softmax(teacher / T) || softmax(logits / T)), and its gradient.
+
+    Rows where the model's logits hold -inf (tokens forced to O) are left out, as in get_loss;
+    -inf teacher entries (tags the teacher rules out) get probability 0.
+
+    logits: (n_tokens, n_tags) model logits; teacher: (n_tokens, n_tags) log-probabilities.
+    RETURNS: (the loss as a float, its gradient w.r.t. logits).
+    """
+    ok = ~xp.isinf(logits).any(axis=1)
+    n_ok = max(int(ok.sum()), 1)
+    s = xp.where(ok[:, None], logits, 0.0) / temperature
+    s = s - s.max(axis=1, keepdims=True)
+    log_q = s - xp.log(xp.exp(s).sum(axis=1, keepdims=True))
+    t = xp.where(ok[:, None], teacher, 0.0) / temperature
+    t = t - t.max(axis=1, keepdims=True)
+    p = xp.exp(t)
+    p = p / p.sum(axis=1, keepdims=True)
+    log_p = xp.where(p > 0, xp.log(xp.maximum(p, 1e-30)), 0.0)
+    kl = xp.where(ok[:, None] & (p > 0), p * (log_p - log_q), 0.0).sum()
+    loss = float(kl) * temperature**2 / n_ok
+    grad = xp.where(ok[:, None], xp.exp(log_q) - p, 0.0) * (temperature / n_ok)
+    return loss, grad
 
 
 def get_ner_bert(nlp: Language, component: str, error: type = ValueError) -> "NERBert":
@@ -216,6 +254,8 @@ class NERBert(TrainablePipe):
         label_smoothing: float = 0.0,
         class_weighting: float = 0.0,
         focal_gamma: float = 0.0,
+        distill_weight: float = 0.0,
+        distill_temperature: float = 1.0,
         encoder_lr_scale: float = 1.0,
         encoder_lr_decay: float = 1.0,
         sort_buffer: int = DEFAULT_SORT_BUFFER,
@@ -231,6 +271,8 @@ class NERBert(TrainablePipe):
         label_smoothing (float): Label smoothing for training.
         class_weighting (float): Exponent of the inverse-frequency tag weights (0 = none).
         focal_gamma (float): Focal-loss exponent (0 = plain cross-entropy).
+        distill_weight (float): Weight of the distillation term, in [0, 1] (0 = none).
+        distill_temperature (float): Temperature of the distillation term (> 0).
         encoder_lr_scale (float): The encoder's learning rate as a fraction of the head's (>= 0).
         encoder_lr_decay (float): Layer-wise decay of the encoder's learning rate, in (0, 1].
         sort_buffer (int): Docs read at a time by `pipe` before length-sorting (>= 1).
@@ -239,6 +281,8 @@ class NERBert(TrainablePipe):
         check_number("label_smoothing", label_smoothing, lambda x: 0.0 <= x < 1.0, "a number in [0, 1)")
         check_number("class_weighting", class_weighting, lambda x: 0.0 <= x <= 1.0, "a number in [0, 1]")
         check_number("focal_gamma", focal_gamma, lambda x: 0.0 <= x <= 10.0, "a number in [0, 10]")
+        check_number("distill_weight", distill_weight, lambda x: 0.0 <= x <= 1.0, "a number in [0, 1]")
+        check_number("distill_temperature", distill_temperature, lambda x: 0.0 < x <= 100.0, "a number in (0, 100]")
         check_number("encoder_lr_scale", encoder_lr_scale, lambda x: 0.0 <= x < math.inf, "a finite number >= 0")
         check_number("encoder_lr_decay", encoder_lr_decay, lambda x: 0.0 < x <= 1.0, "a number in (0, 1]")
         check_number("sort_buffer", sort_buffer, lambda x: x >= 1, "an integer >= 1", integer=True)
@@ -259,6 +303,8 @@ class NERBert(TrainablePipe):
             "class_weighting": class_weighting,
             "class_weights": None,
             "focal_gamma": float(focal_gamma),
+            "distill_weight": float(distill_weight),
+            "distill_temperature": float(distill_temperature),
         }
         self._tags_cache: Optional[IOBTags] = None
 
@@ -556,9 +602,30 @@ class NERBert(TrainablePipe):
         else:
             loss = float(-(target * log_probs * weights[:, None]).sum()) / n_known
             d_logits = (probs - target) * weights[:, None] / n_known
+        weight = self.cfg.get("distill_weight", 0.0)
+        if weight:
+            teacher = xp.asarray(self._teacher_rows(examples, lengths))
+            kd_loss, d_kd = distill_term(xp, logits, teacher, self.cfg.get("distill_temperature", 1.0))
+            loss = (1.0 - weight) * loss + weight * kd_loss
+            d_logits = (1.0 - weight) * d_logits + weight * d_kd
         if numpy.isnan(loss):
             raise ValueError("[ner_bert] The loss is NaN: lower the learning rate or check the data.")
         return loss, ops.unflatten(d_logits.astype("float32"), ops.asarray1i(lengths))
+
+    def _teacher_rows(self, examples: Sequence[Example], lengths: Sequence[int]) -> numpy.ndarray:
+        """The batch's teacher log-probabilities, docs concatenated as the logits are."""
+        rows = []
+        for i, (eg, n) in enumerate(zip(examples, lengths)):
+            where = f"training example {i} of the batch (text starts {eg.reference.text[:40]!r})"
+            found = teacher_log_probs(eg.reference, n, self.tags.tags, where)
+            if found is None:
+                raise ValueError(
+                    f"[ner_bert] distill_weight is {self.cfg['distill_weight']} but {where} has no teacher "
+                    "targets: train on the file scripts/teacher_targets.py writes (mention replacement "
+                    "makes new docs, which have none: set its level to 0)"
+                )
+            rows.append(found)
+        return numpy.concatenate(rows) if rows else numpy.zeros((0, len(self.tags)), dtype="float32")
 
     def initialize(
         self,

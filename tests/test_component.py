@@ -313,6 +313,9 @@ def test_focal_loss_trains_and_saves(tiny_bert):
         {"class_weighting": "0.3"},
         {"focal_gamma": -1.0},
         {"focal_gamma": 11},
+        {"distill_weight": 1.5},
+        {"distill_weight": "0.5"},
+        {"distill_temperature": 0.0},
     ],
 )
 def test_bad_loss_settings(tiny_bert, bad):
