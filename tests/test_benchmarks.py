@@ -1,4 +1,5 @@
 """The benchmark scripts run end to end on a tiny model (what the speed script measures is not tested)."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -289,3 +290,32 @@ def test_calibration_cv_bigrams_and_unknown_train_tags(two_pipelines, tmp_path):
                           str(data / "gold.spacy"), str(saved / "0.npz"), "--train", str(tmp_path / "foo.spacy")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and f"{tmp_path / 'foo.spacy'}: gold tags ['B-FOO'] are not among the logits' tags" in bad.stderr
+
+
+def test_soup_averages_encoders(two_pipelines, tmp_path):
+    """Each written pipeline holds the mean encoder and its own head; a pipeline souped with itself is itself."""
+    path, strong, weak = two_pipelines
+    script = [sys.executable, str(ROOT / "benchmarks" / "soup.py")]
+    run = subprocess.run(script + [str(tmp_path / "soup"), str(path / "strong"), str(path / "weak")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    spec = importlib.util.spec_from_file_location("soup", ROOT / "benchmarks" / "soup.py")
+    soup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soup)
+    states = [soup.encoder_module(spacy.load(path / n)).state_dict() for n in ("strong", "weak")]
+    for i, original in enumerate((strong, weak)):
+        written = spacy.load(tmp_path / "soup" / f"p{i}")
+        got = soup.encoder_module(written).state_dict()
+        for k, v in got.items():
+            if v.is_floating_point():
+                assert torch.allclose(v, (states[0][k] + states[1][k]) / 2, atol=1e-6)
+        heads = [nlp.get_pipe("ner_bert").model.get_ref("head") for nlp in (written, original)]
+        params = [[n.get_param(p) for n in h.walk() for p in n.param_names if n.has_param(p)] for h in heads]
+        assert params[0] and all(numpy.array_equal(a, b) for a, b in zip(*params))
+    same = soup.soup([states[0], states[0]])
+    assert all(torch.equal(same[k], states[0][k]) for k in same)
+    one = subprocess.run(script + [str(tmp_path / "x"), str(path / "strong")], capture_output=True, text=True)
+    assert one.returncode == 2 and "two or more pipelines" in one.stderr
+    missing = subprocess.run(script + [str(tmp_path / "x"), str(path / "strong"), str(tmp_path / "nope")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "nope: no such pipeline directory" in missing.stderr
