@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs on the lent GPU machine (device tool), from the repo root, with .gpu/ carried (the same three
-# files as benchmarks/device/gmb_recipes.sh). Times the workflow's full default recipe
-# (configs/minilm_cpu.cfg, 3 epochs, no override but the paths and the seed) in ONE process on the GPU,
+# Runs on the lent GPU machine (device tool), from the repo root, with .gpu/ carried (the three files
+# benchmarks/device/setup.sh lists; it sets up the stack, the encoder and the corpus). Times the
+# workflow's full default recipe (configs/minilm_cpu.cfg, 3 epochs, no override but the paths and the seed) in ONE process on the GPU,
 # with the GPU tests beside it for their first ~40 s. Log lines are stamped with the seconds since the
 # training started.
 # A device call lasts 10 minutes at most and a session has 15 minutes of device time; the recipe takes
@@ -17,7 +17,6 @@ set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1
 T0=$(date +%s); WAIT=${WAIT:-500}; SEED=${SEED:-0}
 W=/tmp/full; R=$W/results
-export PYTHONPATH=/tmp/site
 copy_out() {
   { echo "== call at $(date -u +%FT%TZ), waited $(( $(date +%s) - T0 ))s"
     cat $R/train.log 2>/dev/null
@@ -28,17 +27,7 @@ copy_out() {
   tar czf $OUT/results.tar.gz -C $W results
   cat $OUT/summary.txt
 }
-mkdir -p $R /tmp/site /tmp/minilm /tmp/gmb
-tar xJf .gpu/spacy-stack-cp312.tar.xz -C /tmp/site
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site . > $R/pip.log 2>&1 || { cat $R/pip.log; exit 3; }
-cp .gpu/minilm/*.json .gpu/minilm/vocab.txt /tmp/minilm/ && xz -dc .gpu/minilm/model.safetensors.xz > /tmp/minilm/model.safetensors
-python3 -c "import spacy, spacy_transformers, transformers, torch, cupy, spacy_ner_bert; print('stack ok: spacy', spacy.__version__, 'transformers', transformers.__version__, 'torch', torch.__version__, 'cupy', cupy.__version__, torch.cuda.get_device_name(0))" > $R/stack.txt 2>&1 || { cat $R/stack.txt; exit 3; }
-cat $R/stack.txt
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $R/gpu.txt
-SHA=$(grep -o 'f35eb7[0-9a-f]*' project.yml)
-echo "$SHA  .gpu/gmb_v_2.2.0_clean.zip" | sha256sum -c - || exit 4
-python3 scripts/assets.py .gpu/gmb_v_2.2.0_clean.zip /tmp/gmb --sha256 $SHA > $R/assets.log 2>&1
-python3 scripts/convert.py /tmp/gmb /tmp/corpus --labels-file configs/gmb_labels.txt --dev-size 2000 --seed 0 > $R/convert.log 2>&1 || { cat $R/convert.log; exit 5; }
+source benchmarks/device/setup.sh
 # The stamper prefixes each log line with the seconds since the training started.
 cat > $W/stamp.py <<'PY'
 import sys, time

