@@ -50,7 +50,12 @@ def component_inputs(nlp: Language, component: str, golds: Sequence[Doc]) -> Lis
     run through the components before it (they may set what it reads)."""
     from .corpus import unannotated_copy
 
-    docs = [unannotated_copy(doc) for doc in golds]
+    return run_components_before(nlp, component, [unannotated_copy(doc) for doc in golds])
+
+
+def run_components_before(nlp: Language, component: str, docs: Sequence[Doc]) -> List[Doc]:
+    """`docs` run through the components of `nlp` that come before `component`."""
+    docs = list(docs)
     for name, proc in nlp.pipeline:
         if name == component:
             break

@@ -64,6 +64,7 @@ def write_teacher_targets(train: Path, out: Path, teachers: Sequence[Path], comp
     """
     import spacy
 
+    from .calibrate import run_components_before
     from .decode import log_softmax
     from .pipe import get_ner_bert
     from .scoring import doc_iob_tags
@@ -83,11 +84,7 @@ def write_teacher_targets(train: Path, out: Path, teachers: Sequence[Path], comp
             pairs = pairs_here
         elif [len(p) for p, _ in pairs_here] != [len(p) for p, _ in pairs]:
             raise ValueError(f"{path}: its tokenizer splits {train} differently from {teachers[0]}'s")
-        docs = [p for p, _ in pairs_here]
-        for name, proc in nlp.pipeline:
-            if name == component:
-                break
-            docs = list(proc.pipe(docs))
+        docs = run_components_before(nlp, component, [p for p, _ in pairs_here])
         logits = pipe.logits(docs)
         member = [log_softmax(x) for x in logits]
         total = member if total is None else [a + b for a, b in zip(total, member)]
