@@ -73,13 +73,19 @@ def write_teacher_targets(train: Path, out: Path, teachers: Sequence[Path], comp
         raise ValueError("write_teacher_targets needs one or more teacher pipelines")
     tags, total, pairs = None, None, None
     for path in teachers:
-        nlp = spacy.load(path)
-        pipe = get_ner_bert(nlp, component)
+        try:
+            nlp = spacy.load(path)
+            pipe = get_ner_bert(nlp, component)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"teacher {path}: {err}") from None
         if tags is None:
             tags = pipe.tags.tags
         elif pipe.tags.tags != tags:
             raise ValueError(f"{path}: tags {list(pipe.tags.tags)} differ from {teachers[0]}'s {list(tags)}")
-        pairs_here = _training_docs(nlp, Path(train))
+        try:
+            pairs_here = _training_docs(nlp, Path(train))
+        except ValueError as err:  # not a DocBin
+            raise ValueError(f"{train}: {err}") from None
         if pairs is None:
             pairs = pairs_here
         elif [len(p) for p, _ in pairs_here] != [len(p) for p, _ in pairs]:

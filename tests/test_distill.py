@@ -155,3 +155,13 @@ def test_script_names_missing_teacher(train_file, tmp_path):
     assert "no_such_model: no such teacher pipeline directory" in " ".join((result.stdout + result.stderr).split())
     assert not (tmp_path / "o.spacy").exists()
 
+
+def test_bad_inputs_name_the_file(teacher_dir, tmp_path):
+    bad = tmp_path / "bad.spacy"
+    bad.write_text("not a DocBin")
+    with pytest.raises(ValueError, match=r"bad\.spacy: .*DocBin"):
+        write_teacher_targets(bad, tmp_path / "o.spacy", [teacher_dir], log=lambda _: None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"teacher .*empty: "):
+        write_teacher_targets(bad, tmp_path / "o.spacy", [tmp_path / "empty"], log=lambda _: None)
+    assert not (tmp_path / "o.spacy").exists()
