@@ -184,6 +184,14 @@ def check_number(
         raise ValueError(f"[{owner}] {name} must be {expected}, got {value!r}.")
 
 
+def xp_log_softmax(xp, x):
+    """Row-wise log-softmax for the training losses: numpy or cupy (xp), the input's dtype, -inf stays
+    -inf and NaN stays NaN (get_loss reports it). decode.log_softmax is the inference one: numpy,
+    float64, and it cleans NaN/inf so that decoding never fails."""
+    shifted = x - x.max(axis=1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+
+
 def distill_term(xp, logits, teacher, temperature: float):
     """T^2 x mean over tokens of KL(softmax(teacher / T) || softmax(logits / T)), and its gradient.
 
@@ -195,14 +203,10 @@ def distill_term(xp, logits, teacher, temperature: float):
     """
     ok = ~xp.isinf(logits).any(axis=1)
     n_ok = max(int(ok.sum()), 1)
-    s = xp.where(ok[:, None], logits, 0.0) / temperature
-    s = s - s.max(axis=1, keepdims=True)
-    log_q = s - xp.log(xp.exp(s).sum(axis=1, keepdims=True))
-    t = xp.where(ok[:, None], teacher, 0.0) / temperature
-    t = t - t.max(axis=1, keepdims=True)
-    p = xp.exp(t)
-    p = p / p.sum(axis=1, keepdims=True)
-    log_p = xp.where(p > 0, xp.log(xp.maximum(p, 1e-30)), 0.0)
+    log_q = xp_log_softmax(xp, xp.where(ok[:, None], logits, 0.0) / temperature)
+    log_p = xp_log_softmax(xp, xp.where(ok[:, None], teacher, 0.0) / temperature)
+    p = xp.exp(log_p)
+    log_p = xp.where(p > 0, log_p, 0.0)
     kl = xp.where(ok[:, None] & (p > 0), p * (log_p - log_q), 0.0).sum()
     loss = float(kl) * temperature**2 / n_ok
     grad = xp.where(ok[:, None], xp.exp(log_q) - p, 0.0) * (temperature / n_ok)
@@ -558,6 +562,8 @@ class NERBert(TrainablePipe):
 
         With focal_gamma > 0, each term -t_c log p_c becomes -t_c (1 - p_c)^gamma log p_c
         (t the one-hot or smoothed target), scaled by the gold tag's class weight as before.
+        With distill_weight w > 0 the loss is (1 - w) x that + w x distill_term (the gold term is
+        not computed at w = 1).
 
         examples (Iterable[Example]): The batch.
         scores (List[Floats2d]): Logits per doc, from the model.
@@ -570,21 +576,33 @@ class NERBert(TrainablePipe):
         lengths = [len(s) for s in scores]
         gold = ops.asarray1i(numpy.concatenate(golds) if golds else numpy.zeros((0,), "int32"))
         logits = ops.flatten([s for s in scores if len(s)]) if sum(lengths) else ops.alloc2f(0, len(self.tags))
+        weight = self.cfg.get("distill_weight", 0.0)
+        loss, d_logits = 0.0, xp.zeros_like(logits)
+        if weight < 1.0:
+            loss, d_logits = self._gold_term(xp, logits, gold)
+        if weight:
+            teacher = xp.asarray(self._teacher_rows(examples, lengths))
+            kd_loss, d_kd = distill_term(xp, logits, teacher, self.cfg.get("distill_temperature", 1.0))
+            loss = (1.0 - weight) * loss + weight * kd_loss
+            d_logits = (1.0 - weight) * d_logits + weight * d_kd
+        if numpy.isnan(loss):
+            raise ValueError("[ner_bert] The loss is NaN: lower the learning rate or check the data.")
+        return loss, ops.unflatten(d_logits.astype("float32"), ops.asarray1i(lengths))
+
+    def _gold_term(self, xp, logits, gold):
+        """The loss against the gold tags (weighted, smoothed or focal, as configured), and its gradient."""
         # Rows forced to O (no wordpiece) hold -inf logits and teach nothing: leave them out.
         known = (gold != MISSING) & ~xp.isinf(logits).any(axis=1)
         n_known = max(int(known.sum()), 1)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        exp = xp.exp(shifted)
-        probs = exp / exp.sum(axis=1, keepdims=True)
+        log_all = xp_log_softmax(xp, logits)
+        probs = xp.exp(log_all)
         target = xp.zeros_like(probs)
         rows = xp.arange(len(gold))[known]
         target[rows, gold[known]] = 1.0
         smoothing = self.cfg["label_smoothing"]
         if smoothing:
             target = target * (1.0 - smoothing) + smoothing / probs.shape[1]
-        log_probs = xp.where(
-            (target > 0) & known[:, None], shifted - xp.log(exp.sum(axis=1, keepdims=True)), 0.0
-        )
+        log_probs = xp.where((target > 0) & known[:, None], log_all, 0.0)
         weights = known.astype(probs.dtype)
         if self.cfg.get("class_weights"):
             table = xp.asarray(self.cfg["class_weights"], dtype=probs.dtype)
@@ -602,15 +620,7 @@ class NERBert(TrainablePipe):
         else:
             loss = float(-(target * log_probs * weights[:, None]).sum()) / n_known
             d_logits = (probs - target) * weights[:, None] / n_known
-        weight = self.cfg.get("distill_weight", 0.0)
-        if weight:
-            teacher = xp.asarray(self._teacher_rows(examples, lengths))
-            kd_loss, d_kd = distill_term(xp, logits, teacher, self.cfg.get("distill_temperature", 1.0))
-            loss = (1.0 - weight) * loss + weight * kd_loss
-            d_logits = (1.0 - weight) * d_logits + weight * d_kd
-        if numpy.isnan(loss):
-            raise ValueError("[ner_bert] The loss is NaN: lower the learning rate or check the data.")
-        return loss, ops.unflatten(d_logits.astype("float32"), ops.asarray1i(lengths))
+        return loss, d_logits
 
     def _teacher_rows(self, examples: Sequence[Example], lengths: Sequence[int]) -> numpy.ndarray:
         """The batch's teacher log-probabilities, docs concatenated as the logits are."""
