@@ -30,18 +30,17 @@ import numpy
 
 
 def pool_log_probs(members: Sequence[Sequence[numpy.ndarray]]) -> List[numpy.ndarray]:
-    """The ensemble's per-token scores: the mean over members of each member's log-softmax.
+    """The ensemble's per-token scores: the members' log-softmax averaged (decode.LogLinearPool).
 
     members (Sequence[Sequence[numpy.ndarray]]): Per member, one (n_tokens, n_tags) logit array per doc.
-    RETURNS (List[numpy.ndarray]): One (n_tokens, n_tags) array per doc (a log-linear pool; decoding
-        normalizes it again).
+    RETURNS (List[numpy.ndarray]): One (n_tokens, n_tags) array of log-probabilities per doc.
     """
-    from spacy_ner_bert.decode import log_softmax
+    from spacy_ner_bert.decode import LogLinearPool
 
-    shapes = [[x.shape for x in member] for member in members]
-    if any(s != shapes[0] for s in shapes):
-        raise ValueError("ensemble members have logits of different shapes")
-    return [numpy.mean([log_softmax(member[i]) for member in members], axis=0) for i in range(len(members[0]))]
+    pool = LogLinearPool()
+    for member in members:
+        pool.add(member)
+    return pool.log_probs()
 
 
 def member_logits(model: Path, data: Sequence[Path]):

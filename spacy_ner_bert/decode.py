@@ -36,6 +36,38 @@ def log_softmax(logits: numpy.ndarray) -> numpy.ndarray:
     return x
 
 
+
+class LogLinearPool:
+    """Several models' tag scores as one: the mean of their log-softmax, doc by doc, normalized again
+    (a log-linear pool). Members are added one at a time and only the running sum is kept, so a
+    large corpus's logits from many models never sit in memory at once.
+    """
+
+    def __init__(self) -> None:
+        self.total: Optional[List[numpy.ndarray]] = None
+        self.n = 0
+
+    def add(self, logits: Sequence[numpy.ndarray]) -> None:
+        """Add one member: its (n_tokens, n_tags) logits per doc, docs as the other members'.
+
+        RAISES (ValueError): If the shapes differ from the members' before.
+        """
+        member = [log_softmax(x) for x in logits]
+        if self.total is None:
+            self.total = member
+        elif [x.shape for x in member] != [x.shape for x in self.total]:
+            raise ValueError("ensemble members have logits of different shapes")
+        else:
+            self.total = [a + b for a, b in zip(self.total, member)]
+        self.n += 1
+
+    def log_probs(self) -> List[numpy.ndarray]:
+        """The pooled log-probabilities per doc (-inf where any member forbids the tag)."""
+        if self.total is None:
+            raise ValueError("no ensemble members were added")
+        return [log_softmax(x / self.n) for x in self.total]
+
+
 def viterbi_batch(
     log_probs: Sequence[numpy.ndarray],
     tags: IOBTags,

@@ -65,13 +65,13 @@ def write_teacher_targets(train: Path, out: Path, teachers: Sequence[Path], comp
     import spacy
 
     from .calibrate import run_components_before
-    from .decode import log_softmax
+    from .decode import LogLinearPool
     from .pipe import get_ner_bert
     from .scoring import doc_iob_tags
 
     if not teachers:
         raise ValueError("write_teacher_targets needs one or more teacher pipelines")
-    tags, total, pairs = None, None, None
+    tags, pairs, pool = None, None, LogLinearPool()
     for path in teachers:
         try:
             nlp = spacy.load(path)
@@ -92,13 +92,11 @@ def write_teacher_targets(train: Path, out: Path, teachers: Sequence[Path], comp
             raise ValueError(f"{path}: its tokenizer splits {train} differently from {teachers[0]}'s")
         docs = run_components_before(nlp, component, [p for p, _ in pairs_here])
         logits = pipe.logits(docs)
-        member = [log_softmax(x) for x in logits]
-        total = member if total is None else [a + b for a, b in zip(total, member)]
+        pool.add(logits)
         log(f"{path}: {len(docs):,} docs scored")
     n_tokens, agree, with_gold = 0, 0, 0
     db = DocBin(store_user_data=True)
-    for (predicted, reference), summed in zip(pairs, total):
-        pooled = log_softmax(summed / len(teachers))
+    for (predicted, reference), pooled in zip(pairs, pool.log_probs()):
         doc = reference.copy()
         attach(doc, tags, pooled)  # rows follow the predicted tokens: what the student scores
         db.add(doc)

@@ -122,13 +122,17 @@ def test_ensemble_pools_log_probabilities():
     b = [numpy.array([[0.0, 3.0, 0.0]]), numpy.array([[5.0, 0.0, 0.0], [0.0, 0.0, 0.0]])]
     pooled = ensemble.pool_log_probs([a, b])
     for doc_a, doc_b, doc in zip(a, b, pooled):
-        by_hand = [[(x - numpy.log(numpy.exp(row_a).sum()) + y - numpy.log(numpy.exp(row_b).sum())) / 2
-                    for x, y in zip(row_a, row_b)] for row_a, row_b in zip(doc_a, doc_b)]
+        by_hand = numpy.array([[(x - numpy.log(numpy.exp(row_a).sum()) + y - numpy.log(numpy.exp(row_b).sum())) / 2
+                                for x, y in zip(row_a, row_b)] for row_a, row_b in zip(doc_a, doc_b)])
+        by_hand -= numpy.log(numpy.exp(by_hand).sum(axis=1, keepdims=True))  # normalized again
         assert doc.shape == doc_a.shape and numpy.allclose(doc, by_hand)
+        assert numpy.allclose(numpy.exp(doc).sum(axis=1), 1.0)
     # A tag one member forbids (-inf) stays forbidden; a single member pools to its own log-softmax.
     assert numpy.isneginf(pooled[1][1, 1]) and numpy.allclose(ensemble.pool_log_probs([a])[0], log_softmax(a[0]))
     with pytest.raises(ValueError, match="different shapes"):
         ensemble.pool_log_probs([a, b[:1]])
+    with pytest.raises(ValueError, match="no ensemble members"):
+        ensemble.pool_log_probs([])
 
 
 @pytest.fixture(scope="module")
