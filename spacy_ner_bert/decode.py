@@ -36,7 +36,6 @@ def log_softmax(logits: numpy.ndarray) -> numpy.ndarray:
     return x
 
 
-
 class LogLinearPool:
     """Several models' tag scores as one: the mean of their log-softmax, doc by doc, normalized again
     (a log-linear pool). Members are added one at a time and only the running sum is kept, so a
