@@ -14,6 +14,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
+from . import fused_adam
 from .averages import torch_averages
 from .decode import decode_docs
 from .distill import teacher_log_probs
@@ -79,6 +80,7 @@ Decoded = Tuple[List[numpy.ndarray], List[numpy.ndarray]]
         "distill_temperature": 1.0,
         "encoder_lr_scale": 1.0,
         "encoder_lr_decay": 1.0,
+        "fused_adam": True,
         "checkpoint": None,
         "sort_buffer": DEFAULT_SORT_BUFFER,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
@@ -98,6 +100,7 @@ def make_ner_bert(
     distill_temperature: float,
     encoder_lr_scale: float,
     encoder_lr_decay: float,
+    fused_adam: bool,
     checkpoint: Optional[str],
     sort_buffer: int,
     scorer: Optional[Callable],
@@ -126,6 +129,11 @@ def make_ner_bert(
         trains at encoder_lr_scale times the optimizer's rate, each layer below at this factor
         times the one above, the embeddings at this factor times the lowest layer; 1 = no decay.
         Only for an embedded encoder, not a listener.
+    fused_adam (bool): In training with thinc's Adam (no averages), update the embedded encoder's
+        parameters in torch's fused Adam kernel, with the optimizer's settings, moments and thinc's
+        semantics (spacy_ner_bert/fused_adam.py), instead of thinc's per-tensor update: the same
+        update up to rounding, and faster (BENCHMARKS.md, "Training speed"). False: thinc's update,
+        as every run before this option was trained.
     checkpoint (Optional[str]): A trained model to start from: a Hugging Face token-classification
         directory or a NeMo .nemo file. Its encoder, head and labels replace `model` and are
         ready to use without initialize. The saved pipeline keeps this path in its config and
@@ -150,7 +158,7 @@ def make_ner_bert(
                 focal_gamma=focal_gamma, distill_weight=distill_weight,
                 distill_temperature=distill_temperature,
                 encoder_lr_scale=encoder_lr_scale, encoder_lr_decay=encoder_lr_decay,
-                sort_buffer=sort_buffer, scorer=scorer,
+                fused_adam=fused_adam, sort_buffer=sort_buffer, scorer=scorer,
             )
             load_into_pipe(pipe, ckpt)
         finally:
@@ -169,6 +177,7 @@ def make_ner_bert(
         distill_temperature=distill_temperature,
         encoder_lr_scale=encoder_lr_scale,
         encoder_lr_decay=encoder_lr_decay,
+        fused_adam=fused_adam,
         sort_buffer=sort_buffer,
         scorer=scorer,
     )
@@ -262,6 +271,7 @@ class NERBert(TrainablePipe):
         distill_temperature: float = 1.0,
         encoder_lr_scale: float = 1.0,
         encoder_lr_decay: float = 1.0,
+        fused_adam: bool = True,
         sort_buffer: int = DEFAULT_SORT_BUFFER,
         scorer: Optional[Callable] = None,
     ) -> None:
@@ -279,6 +289,7 @@ class NERBert(TrainablePipe):
         distill_temperature (float): Temperature of the distillation term (> 0).
         encoder_lr_scale (float): The encoder's learning rate as a fraction of the head's (>= 0).
         encoder_lr_decay (float): Layer-wise decay of the encoder's learning rate, in (0, 1].
+        fused_adam (bool): Update the encoder's parameters in torch's fused Adam kernel (training).
         sort_buffer (int): Docs read at a time by `pipe` before length-sorting (>= 1).
         scorer (Optional[Callable]): The scoring method.
         """
@@ -290,6 +301,9 @@ class NERBert(TrainablePipe):
         check_number("encoder_lr_scale", encoder_lr_scale, lambda x: 0.0 <= x < math.inf, "a finite number >= 0")
         check_number("encoder_lr_decay", encoder_lr_decay, lambda x: 0.0 < x <= 1.0, "a number in (0, 1]")
         check_number("sort_buffer", sort_buffer, lambda x: x >= 1, "an integer >= 1", integer=True)
+        if not isinstance(fused_adam, bool):
+            raise ValueError(f"[ner_bert] fused_adam must be true or false, not {fused_adam!r}.")
+        self.fused_adam = fused_adam
         self.sort_buffer = sort_buffer
         self.encoder_lr_scale = float(encoder_lr_scale)
         self.encoder_lr_decay = float(encoder_lr_decay)
@@ -510,25 +524,30 @@ class NERBert(TrainablePipe):
 
     def finish_update(self, sgd: Optimizer) -> None:
         """Update the parameters with their gradients: the encoder's at `encoder_lr_scale` times
-        the optimizer's learning rate (times the layer-wise decay), the head's at that rate.
+        the optimizer's learning rate (times the layer-wise decay), the head's at that rate. With
+        `fused_adam` and thinc's Adam, the encoder's update runs in torch's fused kernel.
 
         sgd (Optimizer): The optimizer.
         """
         scale, decay = self.encoder_lr_scale, self.encoder_lr_decay
-        if scale == 1.0 and decay == 1.0:
+        scales = {}
+        if scale != 1.0 or decay != 1.0:
+            encoder_keys = [key for key, _ in torch_parameters(self.model)]
+            if not encoder_keys:
+                option, value = ("encoder_lr_scale", scale) if scale != 1.0 else ("encoder_lr_decay", decay)
+                raise ValueError(
+                    f"[ner_bert] {option} = {value} needs the encoder inside this component, "
+                    "but it has none (a TransformerListener?): set the learning rate of the "
+                    f"transformer component instead, or set {option} = 1.0."
+                )
+            layer_scales = layer_lr_scales((name for _, name in encoder_keys), decay)
+            scales = {key: scale * layer_scales[key[1]] for key in encoder_keys}
+        if self.fused_adam and fused_adam.applies(sgd):
+            fused_adam.finish_update(self.model, sgd, scales)
+        elif scales:
+            self.model.finish_update(EncoderLRScale(sgd, scales))
+        else:
             self.model.finish_update(sgd)
-            return
-        encoder_keys = [key for key, _ in torch_parameters(self.model)]
-        if not encoder_keys:
-            option, value = ("encoder_lr_scale", scale) if scale != 1.0 else ("encoder_lr_decay", decay)
-            raise ValueError(
-                f"[ner_bert] {option} = {value} needs the encoder inside this component, "
-                "but it has none (a TransformerListener?): set the learning rate of the "
-                f"transformer component instead, or set {option} = 1.0."
-            )
-        layer_scales = layer_lr_scales((name for _, name in encoder_keys), decay)
-        scales = {key: scale * layer_scales[key[1]] for key in encoder_keys}
-        self.model.finish_update(EncoderLRScale(sgd, scales))
 
     def gold_tag_ids(self, examples: Sequence[Example]) -> List[numpy.ndarray]:
         """Gold IOB tag ids per predicted token; MISSING (-1) where the gold is unknown.

@@ -50,3 +50,11 @@ def test_gpu_matches_cpu(gpu, tiny_bert):
 def test_mixed_precision_on_gpu(gpu, tiny_bert):
     nlp = trained_nlp(tiny_bert, steps=80, model={"tok2vec": {"name": tiny_bert, "mixed_precision": True}})
     assert nlp.evaluate(make_examples(nlp))["ents_f"] == 1.0
+
+
+def test_fused_adam_is_thincs_update_on_gpu(gpu, tiny_bert):
+    """torch's fused kernel on CUDA, the optimizer's moments as cupy arrays: thinc's update."""
+    from test_fused_adam import OPTIMIZERS, _assert_same, _train
+
+    make = OPTIMIZERS["clipped"]
+    _assert_same(_train(tiny_bert, make, 4, True), _train(tiny_bert, make, 4, False))
