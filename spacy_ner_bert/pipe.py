@@ -14,12 +14,13 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
-from . import fused_adam
 from .averages import torch_averages
 from .decode import decode_docs
 from .distill import teacher_log_probs
 from .encoder_params import EncoderLRScale, layer_lr_scales, torch_parameters
 from .encoders import check_encoder_source
+from .fused_adam import applies as fused_adam_applies
+from .fused_adam import finish_update as fused_finish_update
 from .layers import wordpieces
 from .tags import MISSING, IOBTags
 
@@ -542,8 +543,8 @@ class NERBert(TrainablePipe):
                 )
             layer_scales = layer_lr_scales((name for _, name in encoder_keys), decay)
             scales = {key: scale * layer_scales[key[1]] for key in encoder_keys}
-        if self.fused_adam and fused_adam.applies(sgd):
-            fused_adam.finish_update(self.model, sgd, scales)
+        if self.fused_adam and fused_adam_applies(sgd):
+            fused_finish_update(self.model, sgd, scales)
         elif scales:
             self.model.finish_update(EncoderLRScale(sgd, scales))
         else:
