@@ -11,16 +11,7 @@ from thinc.api import Adam, Config
 
 from spacy_ner_bert.encoder_params import layer_lr_scales, torch_parameters
 from test_listener import CONFIG as LISTENER_CONFIG
-from util import head_params, make_examples, ner_config
-
-
-def _pipeline(encoder, **extra):
-    fix_random_seed(0)
-    nlp = spacy.blank("en")
-    nlp.add_pipe("ner_bert", config=ner_config(encoder, **extra))
-    examples = make_examples(nlp)
-    nlp.initialize(lambda: examples)
-    return nlp, examples
+from util import head_params, initialized_nlp, make_examples, ner_config
 
 
 def _encoder_params(pipe):
@@ -30,7 +21,7 @@ def _encoder_params(pipe):
 def _one_step_by_name(encoder, **settings):
     """Parameter changes after one Adam step (dropout off, same seed for all settings): the
     encoder's by parameter name, the head's in a fixed order."""
-    nlp, examples = _pipeline(encoder, **settings)
+    nlp, examples = initialized_nlp(encoder, **settings)
     pipe = nlp.get_pipe("ner_bert")
     enc0, head0 = _encoder_params(pipe), head_params(pipe)
     fix_random_seed(1)
@@ -58,7 +49,7 @@ def test_encoder_steps_scale_with_encoder_lr_scale_and_the_head_does_not(tiny_be
 
 
 def test_zero_freezes_the_encoder_and_the_head_still_learns(tiny_bert):
-    nlp, examples = _pipeline(tiny_bert, encoder_lr_scale=0.0)
+    nlp, examples = initialized_nlp(tiny_bert, encoder_lr_scale=0.0)
     pipe = nlp.get_pipe("ner_bert")
     enc0, head0 = _encoder_params(pipe), head_params(pipe)
     optimizer = Adam(1e-3, use_averages=True)

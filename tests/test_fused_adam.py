@@ -4,22 +4,12 @@ applies, and thinc's per-tensor update runs where it does not."""
 import numpy
 import pytest
 import spacy
-from spacy.util import fix_random_seed
 from thinc.api import Adam, RAdam, warmup_linear
 from thinc.shims import PyTorchShim
 
 from spacy_ner_bert import fused_adam
 from spacy_ner_bert.encoder_params import torch_parameters
-from util import head_params, make_examples, ner_config
-
-
-def _pipeline(encoder, **extra):
-    fix_random_seed(0)
-    nlp = spacy.blank("en")
-    nlp.add_pipe("ner_bert", config=ner_config(encoder, **extra))
-    examples = make_examples(nlp)
-    nlp.initialize(lambda: examples)
-    return nlp, examples
+from util import head_params, initialized_nlp, ner_config
 
 
 def _np(array):
@@ -32,7 +22,7 @@ def _np(array):
 def _train(encoder, make_optimizer, steps, fused, flip_after=None, **extra):
     """Parameters and optimizer after `steps` updates (dropout off), the encoder's update fused or
     thinc's (switched to the other at step `flip_after`)."""
-    nlp, examples = _pipeline(encoder, fused_adam=fused, **extra)
+    nlp, examples = initialized_nlp(encoder, fused_adam=fused, **extra)
     pipe = nlp.get_pipe("ner_bert")
     optimizer = make_optimizer()
     for step in range(steps):
@@ -132,7 +122,7 @@ def _count_shim_updates(monkeypatch):
 
 def test_the_fused_update_replaces_thincs_where_it_applies(tiny_bert, monkeypatch):
     calls = _count_shim_updates(monkeypatch)
-    nlp, examples = _pipeline(tiny_bert)
+    nlp, examples = initialized_nlp(tiny_bert)
     optimizer = nlp.initialize(lambda: examples)  # spaCy's default: Adam without averages
     assert nlp.get_pipe("ner_bert").fused_adam and fused_adam.applies(optimizer)
     nlp.update(examples, sgd=optimizer)
@@ -146,7 +136,7 @@ def test_the_fused_update_replaces_thincs_where_it_applies(tiny_bert, monkeypatc
 )
 def test_thincs_update_runs_where_the_fused_one_does_not_apply(tiny_bert, monkeypatch, make_optimizer):
     calls = _count_shim_updates(monkeypatch)
-    nlp, examples = _pipeline(tiny_bert)
+    nlp, examples = initialized_nlp(tiny_bert)
     optimizer = make_optimizer()
     assert not fused_adam.applies(optimizer)
     nlp.update(examples, sgd=optimizer)
@@ -155,13 +145,13 @@ def test_thincs_update_runs_where_the_fused_one_does_not_apply(tiny_bert, monkey
 
 def test_fused_adam_false_keeps_thincs_update(tiny_bert, monkeypatch):
     calls = _count_shim_updates(monkeypatch)
-    nlp, examples = _pipeline(tiny_bert, fused_adam=False)
+    nlp, examples = initialized_nlp(tiny_bert, fused_adam=False)
     nlp.update(examples, sgd=Adam(1e-3, use_averages=False))
     assert len(calls) == 1
 
 
 def test_a_shim_with_an_active_grad_scaler_is_left_to_thinc(tiny_bert):
-    nlp, examples = _pipeline(tiny_bert)
+    nlp, examples = initialized_nlp(tiny_bert)
     pipe = nlp.get_pipe("ner_bert")
     shims = [shim for node in pipe.model.walk() for shim in node.shims]
     assert len(shims) == 1

@@ -1,5 +1,5 @@
 """Shared test data and helpers."""
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import spacy
 from spacy.language import Language
@@ -25,6 +25,17 @@ def ner_config(encoder: str, head: Optional[Dict] = None, **extra) -> Dict:
 
 def make_examples(nlp: Language, data=TRAIN_DATA) -> List[Example]:
     return [Example.from_dict(nlp.make_doc(text), {"entities": ents}) for text, ents in data]
+
+
+def initialized_nlp(encoder: str, **extra) -> Tuple[Language, List[Example]]:
+    """A blank English pipeline with ner_bert (settings `extra`) initialized on TRAIN_DATA, seed 0,
+    and the examples."""
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner_bert", config=ner_config(encoder, **extra))
+    examples = make_examples(nlp)
+    nlp.initialize(lambda: examples)
+    return nlp, examples
 
 
 def trained_nlp(encoder: str, steps: int = 60, head: Optional[Dict] = None, **extra) -> Language:
