@@ -216,8 +216,8 @@ def distill_term(xp, logits, teacher, temperature: float):
     log_q = xp_log_softmax(xp, xp.where(ok[:, None], logits, 0.0) / temperature)
     log_p = xp_log_softmax(xp, xp.where(ok[:, None], teacher, 0.0) / temperature)
     p = xp.exp(log_p)
-    log_p = xp.where(p > 0, log_p, 0.0)
-    kl = xp.where(ok[:, None] & (p > 0), p * (log_p - log_q), 0.0).sum()
+    log_p = xp.where(p > 0, log_p, 0.0)  # p = 0 terms are then 0 x finite = 0
+    kl = xp.where(ok[:, None], p * (log_p - log_q), 0.0).sum()
     loss = float(kl) * temperature**2 / n_ok
     grad = xp.where(ok[:, None], xp.exp(log_q) - p, 0.0) * (temperature / n_ok)
     return loss, grad
@@ -597,14 +597,16 @@ class NERBert(TrainablePipe):
         gold = ops.asarray1i(numpy.concatenate(golds) if golds else numpy.zeros((0,), "int32"))
         logits = ops.flatten([s for s in scores if len(s)]) if sum(lengths) else ops.alloc2f(0, len(self.tags))
         weight = self.cfg.get("distill_weight", 0.0)
-        loss, d_logits = 0.0, xp.zeros_like(logits)
         if weight < 1.0:
             loss, d_logits = self._gold_term(xp, logits, gold)
         if weight:
             teacher = xp.asarray(self._teacher_rows(examples, lengths))
             kd_loss, d_kd = distill_term(xp, logits, teacher, self.cfg.get("distill_temperature", 1.0))
-            loss = (1.0 - weight) * loss + weight * kd_loss
-            d_logits = (1.0 - weight) * d_logits + weight * d_kd
+            if weight < 1.0:
+                loss = (1.0 - weight) * loss + weight * kd_loss
+                d_logits = (1.0 - weight) * d_logits + weight * d_kd
+            else:
+                loss, d_logits = kd_loss, d_kd
         if numpy.isnan(loss):
             raise ValueError("[ner_bert] The loss is NaN: lower the learning rate or check the data.")
         return loss, ops.unflatten(d_logits.astype("float32"), ops.asarray1i(lengths))
