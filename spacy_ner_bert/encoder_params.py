@@ -16,6 +16,16 @@ _LAYER = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
 _EMBEDDINGS = re.compile(r"(?:^|\.)embeddings?\.")
 
 
+def unique_shims(model: Model) -> Iterator[object]:
+    """Each shim under `model`, once (nodes can share one)."""
+    seen = set()
+    for node in model.walk():
+        for shim in node.shims:
+            if shim.id not in seen:
+                seen.add(shim.id)
+                yield shim
+
+
 def torch_parameters(model: Model) -> Iterator[Tuple[Tuple[int, str], object]]:
     """Each PyTorch parameter held by a shim under `model`, once, with its optimizer key.
 
@@ -24,13 +34,9 @@ def torch_parameters(model: Model) -> Iterator[Tuple[Tuple[int, str], object]]:
     """
     import torch
 
-    seen = set()
-    for node in model.walk():
-        for shim in node.shims:
-            torch_model = getattr(shim, "_model", None)
-            if not isinstance(torch_model, torch.nn.Module) or shim.id in seen:
-                continue
-            seen.add(shim.id)
+    for shim in unique_shims(model):
+        torch_model = getattr(shim, "_model", None)
+        if isinstance(torch_model, torch.nn.Module):
             for name, param in torch_model.named_parameters():
                 yield (shim.id, name), param
 

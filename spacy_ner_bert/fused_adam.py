@@ -29,7 +29,7 @@ from typing import Dict, Optional, Tuple
 from thinc.api import Model, Optimizer
 from thinc.util import torch2xp, xp2torch
 
-from .encoder_params import EncoderLRScale
+from .encoder_params import EncoderLRScale, unique_shims
 
 Key = Tuple[int, str]
 
@@ -56,14 +56,9 @@ def finish_update(model: Model, optimizer: Optimizer, scales: Optional[Dict[Key,
     scales = scales or {}
     per_key = EncoderLRScale(optimizer, scales) if scales else optimizer
     fused = applies(optimizer)
-    seen = set()
-    for node in model.walk():
-        for shim in node.shims:
-            if shim.id in seen:
-                continue
-            seen.add(shim.id)
-            if not (fused and _update_shim(shim, optimizer, scales)):
-                shim.finish_update(per_key)
+    for shim in unique_shims(model):
+        if not (fused and _update_shim(shim, optimizer, scales)):
+            shim.finish_update(per_key)
     for node in model.walk():
         for name in node.param_names:
             if node.has_grad(name):

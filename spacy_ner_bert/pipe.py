@@ -19,7 +19,6 @@ from .decode import decode_docs
 from .distill import teacher_log_probs
 from .encoder_params import EncoderLRScale, layer_lr_scales, torch_parameters
 from .encoders import check_encoder_source
-from .fused_adam import applies as fused_adam_applies
 from .fused_adam import finish_update as fused_finish_update
 from .layers import wordpieces
 from .tags import MISSING, IOBTags
@@ -543,12 +542,10 @@ class NERBert(TrainablePipe):
                 )
             layer_scales = layer_lr_scales((name for _, name in encoder_keys), decay)
             scales = {key: scale * layer_scales[key[1]] for key in encoder_keys}
-        if self.fused_adam and fused_adam_applies(sgd):
+        if self.fused_adam:  # falls back to thinc's update where the fused one does not apply
             fused_finish_update(self.model, sgd, scales)
-        elif scales:
-            self.model.finish_update(EncoderLRScale(sgd, scales))
         else:
-            self.model.finish_update(sgd)
+            self.model.finish_update(EncoderLRScale(sgd, scales) if scales else sgd)
 
     def gold_tag_ids(self, examples: Sequence[Example]) -> List[numpy.ndarray]:
         """Gold IOB tag ids per predicted token; MISSING (-1) where the gold is unknown.
