@@ -594,16 +594,13 @@ class NERBert(TrainablePipe):
         gold = ops.asarray1i(numpy.concatenate(golds) if golds else numpy.zeros((0,), "int32"))
         logits = ops.flatten([s for s in scores if len(s)]) if sum(lengths) else ops.alloc2f(0, len(self.tags))
         weight = self.cfg.get("distill_weight", 0.0)
-        if weight < 1.0:
-            loss, d_logits = self._gold_term(xp, logits, gold)
+        # at weight 1 the gold term is not computed: 0 stands in (the gradient broadcasts)
+        loss, d_logits = self._gold_term(xp, logits, gold) if weight < 1.0 else (0.0, 0.0)
         if weight:
             teacher = xp.asarray(self._teacher_rows(examples, lengths))
             kd_loss, d_kd = distill_term(xp, logits, teacher, self.cfg.get("distill_temperature", 1.0))
-            if weight < 1.0:
-                loss = (1.0 - weight) * loss + weight * kd_loss
-                d_logits = (1.0 - weight) * d_logits + weight * d_kd
-            else:
-                loss, d_logits = kd_loss, d_kd
+            loss = (1.0 - weight) * loss + weight * kd_loss
+            d_logits = (1.0 - weight) * d_logits + weight * d_kd
         if numpy.isnan(loss):
             raise ValueError("[ner_bert] The loss is NaN: lower the learning rate or check the data.")
         return loss, ops.unflatten(d_logits.astype("float32"), ops.asarray1i(lengths))
