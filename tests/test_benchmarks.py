@@ -323,3 +323,101 @@ def test_soup_averages_encoders(two_pipelines, tmp_path):
     missing = subprocess.run(script + [str(tmp_path / "x"), str(path / "strong"), str(tmp_path / "nope")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "nope: no such pipeline directory" in missing.stderr
+
+
+def write_fake_gmb(path: Path, gold, train_copies: int, test_copies: int) -> None:
+    """text_/labels_ train and dev files in NeMo's format: the gold docs' sentences, repeated."""
+    from spacy_ner_bert.scoring import doc_iob_tags
+
+    path.mkdir(parents=True, exist_ok=True)
+    for split, copies in (("train", train_copies), ("dev", test_copies)):
+        docs = [d for _ in range(copies) for d in gold]
+        (path / f"text_{split}.txt").write_text("".join(" ".join(t.text for t in d) + "\n" for d in docs))
+        (path / f"labels_{split}.txt").write_text("".join(" ".join(doc_iob_tags(d)) + "\n" for d in docs))
+
+
+def test_context_blocks_keep_validation_sentences_out_of_training(tmp_path):
+    spec = importlib.util.spec_from_file_location("context_eval", ROOT / "benchmarks" / "context_eval.py")
+    ctx = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ctx)
+    sents = [([f"w{i}", "x"], ["O", "O"]) for i in range(7)]
+    assert [list(b) for b in ctx.blocks_of(7, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+    groups = ctx.context_train_groups(sents, [1, 6], 3)
+    assert [[s[0][0] for s in g] for g in groups] == [["w0", "w2"], ["w3", "w4", "w5"]]
+    # Each block holding a wanted sentence is predicted whole; only the wanted sentences are scored.
+    assert ctx.predict_blocks(sents, [1, 6], 3) == [
+        (["w0", "x", "w1", "x", "w2", "x"], [(2, 4)]), (["w6", "x"], [(0, 2)])]
+    assert ctx.predict_blocks(sents, [4, 5], 3) == [(["w3", "x", "w4", "x", "w5", "x"], [(2, 4), (4, 6)])]
+    assert ctx.predict_blocks(sents, [4], 1) == [(["w4", "x"], [(0, 2)])]
+    # convert's split: the same sentences as the workflow's validation file holds.
+    from spacy_ner_bert.corpus import split_train_dev
+
+    assert ctx.held_out(7, 2, 0) == [i for i in range(7) if sents[i] in split_train_dev(sents, 2, 0)[1]]
+
+
+def test_context_benchmark_runs(two_pipelines, tmp_path):
+    """Sentence mode is what calibrate + evaluate give; context mode is the pipeline run on whole blocks
+    with the chosen bias, scored on the wanted sentences only; --write-train leaves validation out."""
+    from spacy.tokens import Doc
+
+    from spacy_ner_bert.calibrate import log_prior
+    from spacy_ner_bert.scoring import doc_iob_tags, token_report
+
+    data, strong, _ = two_pipelines
+    gold = list(DocBin().from_disk(data / "gold.spacy").get_docs(strong.vocab))
+    gmb = tmp_path / "gmb"
+    write_fake_gmb(gmb, gold, train_copies=4, test_copies=2)
+    labels = ROOT / "configs" / "gmb_labels.txt"
+    script = str(ROOT / "benchmarks" / "context_eval.py")
+
+    def run(*args):
+        return subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True)
+
+    out = tmp_path / "ctx.json"
+    done = run(gmb, labels, data / "strong", "--dev-size", 4, "--doc-sents", 3, "--json", out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads(out.read_text())["pipelines"][0]
+    train = [d for _ in range(4) for d in gold]
+    test = [d for _ in range(2) for d in gold]
+    from spacy_ner_bert.corpus import split_train_dev
+
+    dev_ids = split_train_dev(list(range(len(train))), 4, 0)[1]
+    val = [train[i] for i in dev_ids]
+    nlp = spacy.load(data / "strong")
+    tau, _ = calibrate(nlp, [Example(d, d) for d in val])
+    pred = nlp.pipe(unannotated_copy(d) for d in test)
+    report = score_examples([Example(p, g) for p, g in zip(pred, test)], read_label_file(labels))
+    sent = row["sentences"]
+    assert sent["tau"] == tau
+    assert sent["test_macro_f1"] == pytest.approx(report["token"]["macro avg"]["f1-score"], abs=1e-12)
+    assert sent["test_entity"]["f"] == pytest.approx(report["entity"]["f"], abs=1e-12)
+
+    ctx = row["context"]
+    pipe = nlp.get_pipe("ner_bert")
+    prior = log_prior([t for d in val for t in doc_iob_tags(d)], pipe.tags)
+    pipe.set_tag_bias(None if ctx["tau"] == 0.0 else (-ctx["tau"] * prior).astype("float32").tolist())
+    gold_tags, pred_tags = [], []
+    for b in range(0, len(test), 3):
+        block = test[b:b + 3]
+        words = [t.text for d in block for t in d]
+        doc = nlp(Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False]))
+        pred_tags += doc_iob_tags(doc)
+        gold_tags += [t for d in block for t in doc_iob_tags(d)]
+    by_hand = token_report(gold_tags, pred_tags, read_label_file(labels))
+    assert ctx["test_macro_f1"] == pytest.approx(by_hand["macro avg"]["f1-score"], abs=1e-12)
+    assert any(r["tau"] == ctx["tau"] and r["f"] == ctx["validation_macro_f1"] for r in ctx["validation_by_tau"])
+
+    written = run(gmb, labels, "--write-train", tmp_path / "ctx_corpus", "--dev-size", 4, "--doc-sents", 3)
+    assert written.returncode == 0, written.stderr[-3000:]
+    docs = list(DocBin().from_disk(tmp_path / "ctx_corpus" / "train.spacy").get_docs(strong.vocab))
+    assert sum(len(list(d.sents)) for d in docs) == len(train) - 4 and max(len(list(d.sents)) for d in docs) <= 3
+    assert [t for d in docs for t in doc_iob_tags(d)] == [
+        t for i, d in enumerate(train) if i not in dev_ids for t in doc_iob_tags(d)]
+
+    assert run(gmb, labels).returncode == 2
+    one = run(gmb, labels, data / "strong", "--doc-sents", 1)
+    assert one.returncode == 2 and "--doc-sents must be at least 2" in one.stderr
+    missing = run(tmp_path / "nope", labels, data / "strong")
+    assert missing.returncode == 2 and f"{tmp_path / 'nope'}: no such GMB folder" in missing.stderr
+    big = run(gmb, labels, data / "strong", "--dev-size", 50)
+    assert big.returncode == 1 and big.stderr.startswith(f"{gmb}: dev_size must be in")
