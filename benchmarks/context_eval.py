@@ -51,11 +51,11 @@ def held_out(n_sentences: int, dev_size: int, seed: int) -> List[int]:
     return split_train_dev(list(range(n_sentences)), dev_size, seed)[1]
 
 
-def blocks_of(n: int, size: int) -> List[range]:
-    """Consecutive blocks of `size` sentence indices (the last may be shorter)."""
-    if size < 1:
-        raise ValueError(f"--doc-sents must be at least 1, got {size}")
-    return [range(b, min(b + size, n)) for b in range(0, n, size)]
+def blocks_of(n: int, size: int) -> List[List[int]]:
+    """Consecutive blocks of `size` sentence indices (the last may be shorter): convert's grouping."""
+    from spacy_ner_bert.corpus import group_sentences
+
+    return group_sentences(range(n), size)
 
 
 def context_train_groups(train: Sequence[Sentence], dev_ids: Sequence[int], size: int) -> List[List[Sentence]]:
