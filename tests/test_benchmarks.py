@@ -421,3 +421,59 @@ def test_context_benchmark_runs(two_pipelines, tmp_path):
     assert missing.returncode == 2 and f"{tmp_path / 'nope'}: no such GMB folder" in missing.stderr
     big = run(gmb, labels, data / "strong", "--dev-size", 50)
     assert big.returncode == 1 and big.stderr.startswith(f"{gmb}: dev_size must be in")
+
+
+def _tapt_module():
+    spec = importlib.util.spec_from_file_location("tapt", ROOT / "benchmarks" / "tapt.py")
+    tapt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tapt)
+    return tapt
+
+
+def test_tapt_masks_whole_words_never_special_tokens(tiny_bert):
+    import random
+
+    tapt = _tapt_module()
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    items = tapt.encode(tok, [["Washington", "visited", "Moscow"], ["John", "Smith"]], 32)
+    for _ in range(20):
+        ids, attn, labels = tapt.mask_batch(items, [0, 1], tok, 0.5, random.Random(_), torch)
+        for row, (pieces, word_of) in enumerate(items):
+            assert attn[row].sum() == len(pieces)
+            targets = {word_of[p] for p in range(len(pieces)) if labels[row, p] != -100}
+            assert targets and -1 not in targets  # at least one word; [CLS] / [SEP] never
+            for p, w in enumerate(word_of):  # a chosen word has all its wordpieces as targets
+                assert (labels[row, p] != -100) == (w in targets)
+                if labels[row, p] != -100:
+                    assert labels[row, p] == pieces[p]
+                elif p < len(pieces):
+                    assert ids[row, p] == pieces[p]
+    assert [len(b) for b in tapt.length_batches(items, 10, random.Random(0))] == [1, 1]
+
+
+def test_tapt_writes_a_loadable_retrained_encoder(tiny_bert, tmp_path):
+    """The written encoder loads as the component's encoder; its weights moved, the pooler did not."""
+    from transformers import BertModel
+
+    tapt = _tapt_module()
+    nlp = spacy.blank("en")
+    DocBin(docs=[nlp(text) for text, _ in TRAIN_DATA * 4]).to_disk(tmp_path / "train.spacy")
+    out = tmp_path / "enc"
+    argv = [str(tmp_path / "train.spacy"), str(out), "--encoder", tiny_bert, "--dev", str(tmp_path / "train.spacy"),
+            "--head-steps", "2", "--steps", "3", "--batch-size", "200", "--lr", "1e-2", "--log-every", "1"]
+    assert tapt.main(argv) == 0
+    before, after = BertModel.from_pretrained(tiny_bert).state_dict(), BertModel.from_pretrained(out).state_dict()
+    assert set(before) == set(after)
+    assert not torch.equal(before["encoder.layer.0.attention.self.query.weight"],
+                           after["encoder.layer.0.attention.self.query.weight"])
+    assert torch.equal(before["pooler.dense.weight"], after["pooler.dense.weight"])
+    assert AutoTokenizer.from_pretrained(out)("New York")["input_ids"] == AutoTokenizer.from_pretrained(tiny_bert)("New York")["input_ids"]
+    doc = trained_nlp(str(out), steps=2)("Obama met Putin in Moscow .")  # spacy train takes it as --paths.encoder
+    assert len(doc) == 6 and all(ent.label_ in {"PER", "LOC", "ORG", "TIME", "MISC"} for ent in doc.ents)
+    # Bad inputs stop with the argument named, before anything is written.
+    with pytest.raises(SystemExit):
+        tapt.main(argv)  # out exists and is not empty
+    err = tmp_path / "missing.spacy"
+    with pytest.raises(SystemExit):
+        tapt.main([str(err), str(tmp_path / "enc2"), "--encoder", tiny_bert])
+    assert not (tmp_path / "enc2").exists()
