@@ -477,3 +477,30 @@ def test_tapt_writes_a_loadable_retrained_encoder(tiny_bert, tmp_path):
     with pytest.raises(SystemExit):
         tapt.main([str(err), str(tmp_path / "enc2"), "--encoder", tiny_bert])
     assert not (tmp_path / "enc2").exists()
+
+
+def test_probe_scores_frozen_encoders(tiny_bert, tmp_path):
+    spec = importlib.util.spec_from_file_location("probe", ROOT / "benchmarks" / "probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    # macro F1 over all labels: a label never gold nor predicted counts 0, as the workflow's table.
+    macro, per = probe.macro_f1(numpy.array([0, 0, 1, 1]), numpy.array([0, 1, 1, 1]), 3)
+    assert per == pytest.approx([2 / 3, 0.8, 0.0]) and macro == pytest.approx((2 / 3 + 0.8) / 3)
+    nlp = spacy.blank("en")
+    docs = [ex.reference for ex in make_examples(nlp)] * 3
+    DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
+    (tmp_path / "labels.txt").write_text("\n".join(["O"] + [f"{p}-{t}" for t in ["PER", "LOC", "ORG", "TIME", "MISC"]
+                                                             for p in "BI"]) + "\n")
+    words, tags = probe.read_tagged(tmp_path / "train.spacy", 1)[0]
+    assert words[:2] == ["John", "Smith"] and tags[:3] == ["B-PER", "I-PER", "O"]
+    vectors, kept = probe.first_piece_vectors(tiny_bert, [words, ["Moscow"]])
+    assert vectors.shape == (len(words) + 1, 32) and kept.all()
+    out = tmp_path / "probe.json"
+    args = [str(tmp_path / "train.spacy"), str(tmp_path / "train.spacy"), str(tmp_path / "labels.txt"), tiny_bert,
+            "--iterations", "50", "--json", str(out)]
+    assert probe.main(args) == 0
+    result = json.loads(out.read_text())["results"][0]
+    assert 0 < result["dev_token_macro_f1"] <= 1 and result["per_label_f1"]["B-PER"] > 0
+    (tmp_path / "labels.txt").write_text("O\nB-PER\nI-PER\n")
+    with pytest.raises(SystemExit):
+        probe.main(args)  # LOC, ORG, TIME, MISC tags are not in the label file
