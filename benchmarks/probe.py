@@ -23,13 +23,15 @@ def read_tagged(path: Path, limit: int) -> List[Tuple[List[str], List[str]]]:
     import spacy
     from spacy.tokens import DocBin
 
+    from spacy_ner_bert.scoring import doc_iob_tags
+
     nlp = spacy.blank("en")
     out = []
     for doc in DocBin().from_disk(path).get_docs(nlp.vocab):
         if limit and len(out) >= limit:
             break
         if len(doc):
-            out.append(([t.text for t in doc], [t.ent_iob_ + "-" + t.ent_type_ if t.ent_type_ else "O" for t in doc]))
+            out.append(([t.text for t in doc], doc_iob_tags(doc)))
     return out
 
 
@@ -90,16 +92,13 @@ def train_probe(x: numpy.ndarray, y: numpy.ndarray, n_labels: int, class_weighti
     return layer, mean, std
 
 
-def macro_f1(gold: numpy.ndarray, pred: numpy.ndarray, n_labels: int) -> Tuple[float, List[float]]:
-    """Token macro F1 over the labels (all of them, as the workflow's table: a label absent from gold
-    and prediction counts 0)."""
-    f1s = []
-    for k in range(n_labels):
-        tp = float(((pred == k) & (gold == k)).sum())
-        p = tp / max(float((pred == k).sum()), 1.0)
-        r = tp / max(float((gold == k).sum()), 1.0)
-        f1s.append(2 * p * r / (p + r) if p + r else 0.0)
-    return float(numpy.mean(f1s)), f1s
+def macro_f1(gold: numpy.ndarray, pred: numpy.ndarray, labels: Sequence[str]) -> Tuple[float, List[float], float]:
+    """Token macro F1, per-label F1 and accuracy of label indices, by the workflow's own table
+    (`scoring.token_report`: all labels count, 0 where undefined)."""
+    from spacy_ner_bert.scoring import token_report
+
+    report = token_report([labels[k] for k in gold], [labels[k] for k in pred], labels)
+    return report["macro avg"]["f1-score"], [report[label]["f1-score"] for label in labels], report["accuracy"]
 
 
 def main(argv=None) -> int:
@@ -146,8 +145,7 @@ def main(argv=None) -> int:
             scores = layer(torch.from_numpy((x_dev - mean) / std)).argmax(-1).numpy()
         pred = numpy.zeros(len(gold["dev"]), dtype="int64")  # a word with no wordpiece counts as O
         pred[kept] = scores
-        macro, per_label = macro_f1(gold["dev"], pred, len(labels))
-        acc = float((pred == gold["dev"]).mean())
+        macro, per_label, acc = macro_f1(gold["dev"], pred, labels)
         results.append({"encoder": encoder, "dev_token_macro_f1": macro, "dev_accuracy": acc,
                         "per_label_f1": dict(zip(labels, per_label)), "seconds": time.time() - t0})
         print(f"{encoder}: validation token macro F1 {macro:.4f}, accuracy {acc:.4f} "

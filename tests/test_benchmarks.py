@@ -484,8 +484,8 @@ def test_probe_scores_frozen_encoders(tiny_bert, tmp_path):
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
     # macro F1 over all labels: a label never gold nor predicted counts 0, as the workflow's table.
-    macro, per = probe.macro_f1(numpy.array([0, 0, 1, 1]), numpy.array([0, 1, 1, 1]), 3)
-    assert per == pytest.approx([2 / 3, 0.8, 0.0]) and macro == pytest.approx((2 / 3 + 0.8) / 3)
+    macro, per, acc = probe.macro_f1(numpy.array([0, 0, 1, 1]), numpy.array([0, 1, 1, 1]), ["O", "B-PER", "I-PER"])
+    assert per == pytest.approx([2 / 3, 0.8, 0.0]) and macro == pytest.approx((2 / 3 + 0.8) / 3) and acc == 0.75
     nlp = spacy.blank("en")
     docs = [ex.reference for ex in make_examples(nlp)] * 3
     DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
