@@ -1,4 +1,4 @@
-"""Shared by the scoring benchmarks (bootstrap.py, ensemble.py): input checks, paired intervals, JSON out."""
+"""Shared by the benchmark scripts: input checks and paired intervals (bootstrap.py, ensemble.py); JSON out (also calibration_cv.py, context_eval.py, train_speed.py, probe.py)."""
 import argparse
 import json
 from pathlib import Path

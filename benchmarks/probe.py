@@ -102,6 +102,9 @@ def macro_f1(gold: numpy.ndarray, pred: numpy.ndarray, labels: Sequence[str]) ->
 
 
 def main(argv=None) -> int:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _common import write_json
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("train", type=Path, help="training DocBin (corpus/train.spacy)")
     ap.add_argument("dev", type=Path, help="validation DocBin (corpus/dev.spacy)")
@@ -151,12 +154,8 @@ def main(argv=None) -> int:
         print(f"{encoder}: validation token macro F1 {macro:.4f}, accuracy {acc:.4f} "
               f"({len(gold['train'])} training words, {time.time() - t0:.0f} s)", flush=True)
         print("  " + "  ".join(f"{label} {f:.2f}" for label, f in zip(labels, per_label)), flush=True)
-    if args.json:
-        import json
-
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"train_docs": args.train_docs, "class_weighting": args.class_weighting,
-                                         "iterations": args.iterations, "results": results}, indent=2) + "\n")
+    write_json(args.json, {"train_docs": args.train_docs, "class_weighting": args.class_weighting,
+                           "iterations": args.iterations, "results": results})
     return 0
 
 
