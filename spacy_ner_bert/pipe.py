@@ -80,6 +80,7 @@ Decoded = Tuple[List[numpy.ndarray], List[numpy.ndarray]]
         "distill_temperature": 1.0,
         "encoder_lr_scale": 1.0,
         "encoder_lr_decay": 1.0,
+        "adversarial_epsilon": 0.0,
         "fused_adam": True,
         "checkpoint": None,
         "sort_buffer": DEFAULT_SORT_BUFFER,
@@ -100,6 +101,7 @@ def make_ner_bert(
     distill_temperature: float,
     encoder_lr_scale: float,
     encoder_lr_decay: float,
+    adversarial_epsilon: float,
     fused_adam: bool,
     checkpoint: Optional[str],
     sort_buffer: int,
@@ -129,6 +131,11 @@ def make_ner_bert(
         trains at encoder_lr_scale times the optimizer's rate, each layer below at this factor
         times the one above, the embeddings at this factor times the lowest layer; 1 = no decay.
         Only for an embedded encoder, not a listener.
+    adversarial_epsilon (float): Adversarial training on the word embeddings (FGM, Miyato et al.
+        2017): after each batch's backward pass the encoder's word-embedding matrix is moved by
+        epsilon x its gradient / the gradient's L2 norm, the batch is run forward and backward
+        again there (its gradients added to the first pass's), and the matrix is put back before
+        the update. About twice the training time; 0 = off. Only for an embedded encoder.
     fused_adam (bool): In training with thinc's Adam (no averages), update the embedded encoder's
         parameters in torch's fused Adam kernel, with the optimizer's settings, moments and thinc's
         semantics (spacy_ner_bert/fused_adam.py), instead of thinc's per-tensor update: the same
@@ -158,7 +165,8 @@ def make_ner_bert(
                 focal_gamma=focal_gamma, distill_weight=distill_weight,
                 distill_temperature=distill_temperature,
                 encoder_lr_scale=encoder_lr_scale, encoder_lr_decay=encoder_lr_decay,
-                fused_adam=fused_adam, sort_buffer=sort_buffer, scorer=scorer,
+                adversarial_epsilon=adversarial_epsilon, fused_adam=fused_adam,
+                sort_buffer=sort_buffer, scorer=scorer,
             )
             load_into_pipe(pipe, ckpt)
         finally:
@@ -177,6 +185,7 @@ def make_ner_bert(
         distill_temperature=distill_temperature,
         encoder_lr_scale=encoder_lr_scale,
         encoder_lr_decay=encoder_lr_decay,
+        adversarial_epsilon=adversarial_epsilon,
         fused_adam=fused_adam,
         sort_buffer=sort_buffer,
         scorer=scorer,
@@ -271,6 +280,7 @@ class NERBert(TrainablePipe):
         distill_temperature: float = 1.0,
         encoder_lr_scale: float = 1.0,
         encoder_lr_decay: float = 1.0,
+        adversarial_epsilon: float = 0.0,
         fused_adam: bool = True,
         sort_buffer: int = DEFAULT_SORT_BUFFER,
         scorer: Optional[Callable] = None,
@@ -289,6 +299,7 @@ class NERBert(TrainablePipe):
         distill_temperature (float): Temperature of the distillation term (> 0).
         encoder_lr_scale (float): The encoder's learning rate as a fraction of the head's (>= 0).
         encoder_lr_decay (float): Layer-wise decay of the encoder's learning rate, in (0, 1].
+        adversarial_epsilon (float): Norm of the FGM step on the word embeddings in training (0 = off).
         fused_adam (bool): Update the encoder's parameters in torch's fused Adam kernel (training).
         sort_buffer (int): Docs read at a time by `pipe` before length-sorting (>= 1).
         scorer (Optional[Callable]): The scoring method.
@@ -300,6 +311,9 @@ class NERBert(TrainablePipe):
         check_number("distill_temperature", distill_temperature, lambda x: 0.0 < x <= 100.0, "a number in (0, 100]")
         check_number("encoder_lr_scale", encoder_lr_scale, lambda x: 0.0 <= x < math.inf, "a finite number >= 0")
         check_number("encoder_lr_decay", encoder_lr_decay, lambda x: 0.0 < x <= 1.0, "a number in (0, 1]")
+        check_number(
+            "adversarial_epsilon", adversarial_epsilon, lambda x: 0.0 <= x < math.inf, "a finite number >= 0"
+        )
         check_number("sort_buffer", sort_buffer, lambda x: x >= 1, "an integer >= 1", integer=True)
         if not isinstance(fused_adam, bool):
             raise ValueError(f"[ner_bert] fused_adam must be true or false, not {fused_adam!r}.")
@@ -307,6 +321,7 @@ class NERBert(TrainablePipe):
         self.sort_buffer = sort_buffer
         self.encoder_lr_scale = float(encoder_lr_scale)
         self.encoder_lr_decay = float(encoder_lr_decay)
+        self.adversarial_epsilon = float(adversarial_epsilon)
         self.quantized = False  # set by spacy_ner_bert.quantize_int8
         self.vocab = vocab
         self.model = model
@@ -514,13 +529,54 @@ class NERBert(TrainablePipe):
         if not any(len(eg.predicted) for eg in examples):
             return losses
         set_dropout_rate(self.model, drop)
-        scores, backprop = self.model.begin_update([eg.predicted for eg in examples])
+        docs = [eg.predicted for eg in examples]
+        scores, backprop = self.model.begin_update(docs)
         loss, d_scores = self.get_loss(examples, scores)
         backprop(d_scores)
+        if self.adversarial_epsilon:
+            self._adversarial_pass(examples, docs)
         if sgd not in (None, False):
             self.finish_update(sgd)
         losses[self.name] += loss
         return losses
+
+    def _word_embeddings(self):
+        """The embedded encoder's word-embedding matrix (a torch Parameter)."""
+        found = [param for (_, name), param in torch_parameters(self.model) if name.endswith("word_embeddings.weight")]
+        if len(found) != 1:
+            raise ValueError(
+                f"[ner_bert] adversarial_epsilon = {self.adversarial_epsilon} needs the encoder inside "
+                f"this component with one word-embedding matrix ('...word_embeddings.weight'), found "
+                f"{len(found)}: set adversarial_epsilon = 0.0 (with a TransformerListener, the shared "
+                "transformer component holds the encoder)."
+            )
+        return found[0]
+
+    def _adversarial_pass(self, examples: Sequence[Example], docs: Sequence[Doc]) -> None:
+        """FGM: a second forward and backward pass with the word embeddings moved by epsilon
+        along their gradient's direction (the gradient so far, which with gradient accumulation
+        includes the earlier sub-batches'); the gradients add up, and the moved rows are restored
+        from a copy (adding and subtracting the step would not round back exactly)."""
+        import torch
+
+        weight = self._word_embeddings()
+        if weight.grad is None:
+            return
+        with torch.no_grad():
+            grad = weight.grad.float()
+            norm = torch.linalg.vector_norm(grad)
+            if not torch.isfinite(norm) or norm == 0:
+                return  # an overflowed (mixed precision) or empty gradient: nothing to follow
+            rows = torch.nonzero(grad.abs().sum(dim=1)).squeeze(1)
+            saved = weight[rows].clone()
+            weight[rows] += ((self.adversarial_epsilon / norm) * grad[rows]).to(weight.dtype)
+        try:
+            scores, backprop = self.model.begin_update(list(docs))
+            _, d_scores = self.get_loss(examples, scores)
+            backprop(d_scores)
+        finally:
+            with torch.no_grad():
+                weight[rows] = saved
 
     def finish_update(self, sgd: Optimizer) -> None:
         """Update the parameters with their gradients: the encoder's at `encoder_lr_scale` times
