@@ -28,7 +28,7 @@ def _one_step_by_name(encoder, **settings):
     nlp.update(examples, sgd=Adam(1e-3), drop=0.0)
     enc1, head1 = _encoder_params(pipe), head_params(pipe)
     enc = {k[1]: enc1[k] - enc0[k] for k in enc0}
-    head = [head1[k] - head0[k] for k in sorted(head0, key=lambda k: str(k[1]) + str(k[0]))]
+    head = [head1[k] - head0[k] for k in sorted(head0, key=lambda k: (k[1], k[0]))]
     return enc, head
 
 

@@ -32,7 +32,7 @@ def _train(encoder, make_optimizer, steps, fused, flip_after=None, **extra):
         optimizer.step_schedules()
     encoder_params = {key[1]: _np(p) for key, p in torch_parameters(pipe.model)}
     head = head_params(pipe)
-    head = [_np(head[k]) for k in sorted(head, key=lambda k: str(k[1]) + str(k[0]))]
+    head = [_np(head[k]) for k in sorted(head, key=lambda k: (k[1], k[0]))]
     shim_keys = {key for key, _ in torch_parameters(pipe.model)}
     moments = {
         key[1]: (_np(optimizer.mom1[key]), _np(optimizer.mom2[key]), optimizer.nr_update[key])
