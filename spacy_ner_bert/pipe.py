@@ -552,7 +552,7 @@ class NERBert(TrainablePipe):
             )
         return found[0]
 
-    def _adversarial_pass(self, examples: Sequence[Example], docs: Sequence[Doc]) -> None:
+    def _adversarial_pass(self, examples: Sequence[Example], docs: List[Doc]) -> None:
         """FGM: a second forward and backward pass with the word embeddings moved by epsilon
         along their gradient's direction (the gradient so far, which with gradient accumulation
         includes the earlier sub-batches'); the gradients add up, and the moved rows are restored
@@ -571,7 +571,7 @@ class NERBert(TrainablePipe):
             saved = weight[rows].clone()
             weight[rows] += ((self.adversarial_epsilon / norm) * grad[rows]).to(weight.dtype)
         try:
-            scores, backprop = self.model.begin_update(list(docs))
+            scores, backprop = self.model.begin_update(docs)
             _, d_scores = self.get_loss(examples, scores)
             backprop(d_scores)
         finally:

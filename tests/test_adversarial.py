@@ -9,16 +9,13 @@ import torch
 from thinc.api import Adam, Config
 
 from spacy_ner_bert.encoder_params import torch_parameters
+from test_encoder_lr import _encoder_params as _weights
 from test_listener import CONFIG as LISTENER_CONFIG
 from util import initialized_nlp, make_examples, ner_config, trained_nlp
 
 
 def _grads(pipe):
     return {name: p.grad.detach().numpy().copy() for (_, name), p in torch_parameters(pipe.model) if p.grad is not None}
-
-
-def _weights(pipe):
-    return {name: p.detach().numpy().copy() for (_, name), p in torch_parameters(pipe.model)}
 
 
 def test_fgm_gradient_is_clean_plus_perturbed_pass_and_embeddings_are_restored(tiny_bert):
