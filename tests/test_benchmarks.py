@@ -1,4 +1,5 @@
 """The benchmark scripts run end to end on a tiny model (what the speed script measures is not tested)."""
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -46,6 +47,49 @@ def test_speed_benchmark_runs(tiny_bert, tmp_path):
         assert result["words"] == 20 * 8 + 20 * 4 and result["words_per_s"] > 0
     assert 0.0 <= summary["entity_agreement_f1_ner_bert_hf"] <= 1.0
     assert "ner_bert time / floor time" in run.stdout
+
+
+def _speed_config(tiny_bert, path: Path, **training) -> Path:
+    """A training config for ner_bert on the tiny BERT, batched by padded size, [training] updated by
+    `training`, written to path."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner_bert", config=ner_config(tiny_bert))
+    config = nlp.config
+    config["training"]["batcher"] = {"@batchers": "spacy.batch_by_padded.v1", "size": 200, "buffer": 256,
+                                     "discard_oversize": False, "get_length": None}
+    config["training"].update(training)
+    config.to_disk(path)
+    return path
+
+
+def test_train_speed_times_both_modes_and_counts_the_run(tiny_bert, tmp_path):
+    """train_speed times the thinc and fused updates and prices a whole run of the config at the fused
+    rate: max_epochs passes of the batches the config's batcher makes (same-length docs, so the count
+    does not depend on the shuffle), capped by max_steps; unbounded runs get no estimate."""
+    from spacy.training.batchers import minibatch_by_padded_size
+
+    speed = benchmark_module("train_speed")
+    nlp = spacy.blank("en")
+    docs = [ex.reference for ex in make_examples(nlp, [TRAIN_DATA[1]] * 20)]  # 6 words each
+    DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
+    per_epoch = len(list(minibatch_by_padded_size(docs, size=13, buffer=256, discard_oversize=False)))
+    assert per_epoch == 10  # 2 docs of 6 words per batch of 13 padded words
+    config = _speed_config(tiny_bert, tmp_path / "c.cfg", max_epochs=2, max_steps=0)
+    out = tmp_path / "speed.json"
+    assert speed.main([str(config), str(tmp_path / "train.spacy"), "--encoder", tiny_bert, "--batch-size", "13",
+                       "--steps", "3", "--warmup", "1", "--docs", "20", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["mode"] for r in result["results"]] == ["thinc", "fused"]
+    assert all(r["step_ms"] > 0 and r["words_per_batch"] == 12 for r in result["results"])
+    length = result["run_length"]
+    assert (length["steps"], length["batches_per_epoch"], length["mode"]) == (2 * per_epoch, per_epoch, "fused")
+    assert length["estimated_s"] == pytest.approx(2 * per_epoch * result["results"][1]["step_ms"] / 1000)
+
+    args = argparse.Namespace(train=tmp_path / "train.spacy", encoder=tiny_bert, batch_size=13)
+    for training, steps in (({"max_epochs": 2, "max_steps": 7}, 7), ({"max_epochs": 0, "max_steps": 50}, 50),
+                            ({"max_epochs": 0, "max_steps": 0}, None)):
+        args.config = _speed_config(tiny_bert, tmp_path / "c.cfg", **training)
+        assert speed.run_length(args)["steps"] == steps, training
 
 
 def test_device_variants_apply_to_the_default_config(tiny_bert):
@@ -107,17 +151,16 @@ def test_bootstrap_benchmark_runs(tiny_bert, tmp_path):
     assert not_a_pipeline.returncode == 1 and not_a_pipeline.stderr.startswith(f"{tmp_path / 'empty'} on ")
 
 
-def load_ensemble_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ensemble", ROOT / "benchmarks" / "ensemble.py")
+def benchmark_module(name: str):
+    """The script benchmarks/NAME.py, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_ensemble_pools_log_probabilities():
-    ensemble = load_ensemble_script()
+    ensemble = benchmark_module("ensemble")
     a = [numpy.array([[2.0, 0.0, -1.0]]), numpy.array([[0.0, 0.0, 0.0], [1.0, -numpy.inf, 0.0]])]
     b = [numpy.array([[0.0, 3.0, 0.0]]), numpy.array([[5.0, 0.0, 0.0], [0.0, 0.0, 0.0]])]
     pooled = ensemble.pool_log_probs([a, b])
@@ -149,7 +192,7 @@ def two_pipelines(tiny_bert, tmp_path_factory):
 def test_ensemble_benchmark_runs(two_pipelines, tiny_bert, tmp_path):
     """Each pipeline's row is what calibrate + evaluate give it; a pipeline pooled with itself is that
     pipeline; the ensemble row is the pooled logits calibrated and scored; bad inputs name the culprit."""
-    ensemble = load_ensemble_script()
+    ensemble = benchmark_module("ensemble")
     data, strong, weak = two_pipelines
     gold = list(DocBin().from_disk(data / "gold.spacy").get_docs(strong.vocab))
     labels = ROOT / "configs" / "gmb_labels.txt"
@@ -216,7 +259,7 @@ def test_saved_logits_feed_calibration_cv(two_pipelines, tmp_path):
     """ensemble.py --save-logits writes each pipeline's logits as the pipeline computes them;
     calibration_cv.py reads them: its `none` row is the unbiased score, its `tau` bias is calibrate's
     choice on the whole validation file; bad logits files are named."""
-    ensemble = load_ensemble_script()
+    ensemble = benchmark_module("ensemble")
     data, strong, weak = two_pipelines
     gold = list(DocBin().from_disk(data / "gold.spacy").get_docs(strong.vocab))
     labels = ROOT / "configs" / "gmb_labels.txt"
@@ -271,11 +314,7 @@ def test_saved_logits_feed_calibration_cv(two_pipelines, tmp_path):
 def test_calibration_cv_bigrams_and_unknown_train_tags(two_pipelines, tmp_path):
     """The tag-bigram prior is add-one smoothed counts of the gold sequences; a train file with a tag the
     logits do not have is named."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("calibration_cv", ROOT / "benchmarks" / "calibration_cv.py")
-    cv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cv)
+    cv = benchmark_module("calibration_cv")
     trans, start = cv.bigram_log_probs([numpy.array([0, 1, 2]), numpy.array([0]), numpy.array([], dtype="int64")], 3)
     assert numpy.allclose(numpy.exp(start), [3 / 5, 1 / 5, 1 / 5])
     assert numpy.allclose(numpy.exp(trans), [[1 / 4, 2 / 4, 1 / 4], [1 / 4, 1 / 4, 2 / 4], [1 / 3, 1 / 3, 1 / 3]])
@@ -285,7 +324,7 @@ def test_calibration_cv_bigrams_and_unknown_train_tags(two_pipelines, tmp_path):
     gold = list(DocBin().from_disk(data / "gold.spacy").get_docs(strong.vocab))
     pipe = strong.get_pipe("ner_bert")
     logits = pipe.logits([unannotated_copy(d) for d in gold])
-    load_ensemble_script().save_logits(saved / "0.npz", data / "strong", pipe.tags, logits, logits)
+    benchmark_module("ensemble").save_logits(saved / "0.npz", data / "strong", pipe.tags, logits, logits)
     nlp = spacy.blank("en")
     doc = nlp("Alice met Bob")
     doc.set_ents([spacy.tokens.Span(doc, 0, 1, label="FOO")])
@@ -303,9 +342,7 @@ def test_soup_averages_encoders(two_pipelines, tmp_path):
     run = subprocess.run(script + [str(tmp_path / "soup"), str(path / "strong"), str(path / "weak")],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    spec = importlib.util.spec_from_file_location("soup", ROOT / "benchmarks" / "soup.py")
-    soup = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(soup)
+    soup = benchmark_module("soup")
     states = [soup.encoder_module(spacy.load(path / n)).state_dict() for n in ("strong", "weak")]
     for i, original in enumerate((strong, weak)):
         written = spacy.load(tmp_path / "soup" / f"p{i}")
@@ -337,9 +374,7 @@ def write_fake_gmb(path: Path, gold, train_copies: int, test_copies: int) -> Non
 
 
 def test_context_blocks_keep_validation_sentences_out_of_training(tmp_path):
-    spec = importlib.util.spec_from_file_location("context_eval", ROOT / "benchmarks" / "context_eval.py")
-    ctx = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ctx)
+    ctx = benchmark_module("context_eval")
     sents = [([f"w{i}", "x"], ["O", "O"]) for i in range(7)]
     assert [list(b) for b in ctx.blocks_of(7, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
     groups = ctx.context_train_groups(sents, [1, 6], 3)
@@ -423,17 +458,10 @@ def test_context_benchmark_runs(two_pipelines, tmp_path):
     assert big.returncode == 1 and big.stderr.startswith(f"{gmb}: dev_size must be in")
 
 
-def _tapt_module():
-    spec = importlib.util.spec_from_file_location("tapt", ROOT / "benchmarks" / "tapt.py")
-    tapt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tapt)
-    return tapt
-
-
 def test_tapt_masks_whole_words_never_special_tokens(tiny_bert):
     import random
 
-    tapt = _tapt_module()
+    tapt = benchmark_module("tapt")
     tok = AutoTokenizer.from_pretrained(tiny_bert)
     items = tapt.encode(tok, [["Washington", "visited", "Moscow"], ["John", "Smith"]], 32)
     for _ in range(20):
@@ -455,7 +483,7 @@ def test_tapt_writes_a_loadable_retrained_encoder(tiny_bert, tmp_path):
     """The written encoder loads as the component's encoder; its weights moved, the pooler did not."""
     from transformers import BertModel
 
-    tapt = _tapt_module()
+    tapt = benchmark_module("tapt")
     nlp = spacy.blank("en")
     DocBin(docs=[nlp(text) for text, _ in TRAIN_DATA * 4]).to_disk(tmp_path / "train.spacy")
     out = tmp_path / "enc"
@@ -480,9 +508,7 @@ def test_tapt_writes_a_loadable_retrained_encoder(tiny_bert, tmp_path):
 
 
 def test_probe_scores_frozen_encoders(tiny_bert, tmp_path):
-    spec = importlib.util.spec_from_file_location("probe", ROOT / "benchmarks" / "probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = benchmark_module("probe")
     # macro F1 over all labels: a label never gold nor predicted counts 0, as the workflow's table.
     macro, per, acc = probe.macro_f1(numpy.array([0, 0, 1, 1]), numpy.array([0, 1, 1, 1]), ["O", "B-PER", "I-PER"])
     assert per == pytest.approx([2 / 3, 0.8, 0.0]) and macro == pytest.approx((2 / 3 + 0.8) / 3) and acc == 0.75
