@@ -14,8 +14,9 @@ Then what a whole `spacy train` run of CONFIG on TRAIN would cost at the measure
 config trains with (`fused_adam`): its steps are the batches that max_epochs passes over all of TRAIN
 make with the config's batcher at --batch-size, the docs read and shuffled as spaCy's training loop
 reads and shuffles them (Python's random, here seeded 0, so the count is near the run's, not its
-exact figure), capped by max_steps where that is set. Evaluations are not counted. Measure before a long run: the fused
-step of configs/minilm_cpu.cfg has taken from 167 ms to 731 ms on this project's 2-core machines.
+exact figure), capped by max_steps where that is set. Evaluations are not counted. Measure before a
+long run: the fused step of configs/minilm_cpu.cfg has taken from 167 ms to 731 ms on this project's
+2-core machines.
 
 usage: python benchmarks/train_speed.py CONFIG TRAIN.spacy [--encoder NAME] [--batch-size 100]
        [--steps 60] [--warmup 5] [--docs 3000] [--gpu-id -1] [--json OUT.json]
@@ -169,11 +170,14 @@ def main(argv=None) -> int:
     else:
         length["mode"] = mode["mode"]
         length["estimated_s"] = length["steps"] * mode["step_ms"] / 1000
-        print(f"  a run of the config: {length['steps']:,} steps ({length['max_epochs']} epochs x "
-              f"~{length['batches_per_epoch']:,.0f} batches of {args.batch_size} padded words"
-              + (f", max_steps {length['max_steps']:,}" if length["max_steps"] > 0 else "")
-              + f") at the {mode['mode']} rate: about {hours_minutes(length['estimated_s'])} "
-              "of updates, evaluations not counted")
+        if length["max_epochs"] > 0:
+            how = (f"{length['max_epochs']} epochs x ~{length['batches_per_epoch']:,.0f} batches of "
+                   f"{args.batch_size} padded words"
+                   + (f", capped at max_steps {length['max_steps']:,}" if length["max_steps"] > 0 else ""))
+        else:
+            how = f"max_steps; one epoch is ~{length['batches_per_epoch']:,.0f} batches of {args.batch_size} padded words"
+        print(f"  a run of the config: {length['steps']:,} steps ({how}) at the {mode['mode']} rate: "
+              f"about {hours_minutes(length['estimated_s'])} of updates, evaluations not counted")
     write_json(args.json, {"results": results, "max_weight_diff": diff, "threads": threads,
                            "batch_size": args.batch_size, "gpu_id": args.gpu_id, "config": str(args.config),
                            "run_length": length})

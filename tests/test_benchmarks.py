@@ -62,7 +62,7 @@ def _speed_config(tiny_bert, path: Path, **training) -> Path:
     return path
 
 
-def test_train_speed_times_both_modes_and_counts_the_run(tiny_bert, tmp_path):
+def test_train_speed_times_both_modes_and_counts_the_run(tiny_bert, tmp_path, capsys):
     """train_speed times the thinc and fused updates and prices a whole run of the config at the fused
     rate: max_epochs passes of the batches the config's batcher makes (same-length docs, so the count
     does not depend on the shuffle), capped by max_steps; unbounded runs get no estimate."""
@@ -84,6 +84,8 @@ def test_train_speed_times_both_modes_and_counts_the_run(tiny_bert, tmp_path):
     length = result["run_length"]
     assert (length["steps"], length["batches_per_epoch"], length["mode"]) == (2 * per_epoch, per_epoch, "fused")
     assert length["estimated_s"] == pytest.approx(2 * per_epoch * result["results"][1]["step_ms"] / 1000)
+    assert "a run of the config: 20 steps (2 epochs x ~10 batches of 13 padded words) at the fused rate" \
+        in capsys.readouterr().out
 
     args = argparse.Namespace(train=tmp_path / "train.spacy", encoder=tiny_bert, batch_size=13)
     for training, steps in (({"max_epochs": 2, "max_steps": 7}, 7), ({"max_epochs": 0, "max_steps": 50}, 50),
