@@ -83,8 +83,9 @@ def run_length(args) -> dict:
     args.batch_size: the config's training corpus read as spaCy's training loop reads it (tokenized by
     the pipeline, the corpus's augmenter applied), shuffled before each of max_epochs passes.
 
-    RETURNS (dict): max_epochs, max_steps (from the config), batches_per_epoch (the mean over the
-        passes), and steps (None where neither max_epochs nor max_steps bounds the run).
+    RETURNS (dict): max_epochs, max_steps (from the config, spaCy's defaults filled in),
+        batches_per_epoch (the mean over the passes), steps (None where neither max_epochs nor
+        max_steps bounds the run), and mode: "fused" or "thinc", the update the pipeline trains with.
     """
     import random
 
@@ -94,8 +95,9 @@ def run_length(args) -> dict:
                  "training.batcher.size": args.batch_size}
     config = util.load_config(args.config, overrides=overrides, interpolate=True)
     nlp = util.load_model_from_config(config, auto_fill=True, validate=False)
+    config = nlp.config  # filled: spaCy's defaults where the file leaves a [training] setting out
     training = config["training"]
-    max_epochs, max_steps = int(training.get("max_epochs", 0)), int(training.get("max_steps", 0))
+    max_epochs, max_steps = int(training["max_epochs"]), int(training["max_steps"])
     (corpus,) = util.resolve_dot_names(config, [training["train_corpus"]])
     batcher = util.registry.resolve({"batcher": training["batcher"]})["batcher"]
     examples = list(corpus(nlp))
@@ -109,7 +111,7 @@ def run_length(args) -> dict:
     else:
         steps = max_steps if max_steps > 0 else None
     return {"max_epochs": max_epochs, "max_steps": max_steps, "batches_per_epoch": sum(passes) / len(passes),
-            "steps": steps}
+            "steps": steps, "mode": "fused" if nlp.get_pipe("ner_bert").fused_adam else "thinc"}
 
 
 def hours_minutes(seconds: float) -> str:
@@ -160,15 +162,11 @@ def main(argv=None) -> int:
               f"optimizer {r['optimizer_ms']:6.1f})")
     print(f"  fused / thinc: {results[1]['step_ms'] / results[0]['step_ms']:.2f} of the time per step; "
           f"largest encoder weight difference after the steps {diff:.2e}")
-    from spacy import util
-
-    fused = bool(util.load_config(args.config, interpolate=False)["components"]["ner_bert"].get("fused_adam", True))
-    mode = results[1] if fused else results[0]
+    (mode,) = (r for r in results if r["mode"] == length["mode"])
     if length["steps"] is None:
         length["estimated_s"] = None
         print(f"  {args.config}: neither [training] max_epochs nor max_steps bounds the run; no estimate")
     else:
-        length["mode"] = mode["mode"]
         length["estimated_s"] = length["steps"] * mode["step_ms"] / 1000
         if length["max_epochs"] > 0:
             how = (f"{length['max_epochs']} epochs x ~{length['batches_per_epoch']:,.0f} batches of "
