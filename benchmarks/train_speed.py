@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy
 
-# Config settings this script sets itself, and the option that sets each.
+# Config settings this script sets itself, and what to give instead.
 OWN_SETTINGS = {"paths.train": "it is TRAIN", "paths.dev": "it is TRAIN", "paths.encoder": "use --encoder",
                 "training.batcher.size": "use --batch-size",
                 "components.ner_bert.fused_adam": "both updates are timed"}
