@@ -15,12 +15,17 @@ validation slice, bias = -tau * log tag prior):
 The validation slice is the workflow's (convert's split of the train file, --dev-size/--seed), so its
 sentences are the ones held out of every pipeline trained on the workflow's corpus/train.spacy.
 
+With --sent-spans a third way, *context, sentence spans*: the context blocks again, each block's
+sentences found by spaCy's rule-based sentencizer (added before ner_bert) and each encoded on its own
+(`spacy-transformers.sent_spans.v1` as the encoder's span getter, set when the pipeline is loaded),
+the block still decoded whole: how a sentence-trained pipeline can serve multi-sentence documents.
+
 With --write-train DIR it writes DIR/train.spacy instead: the workflow's 53,000 training sentences
 (the same ones as corpus/train.spacy) as blocks of DOC_SENTS with the validation sentences taken out,
 to train a pipeline with context.
 
 usage: python benchmarks/context_eval.py GMB_DIR LABELS MODEL [MODEL ...] [--dev-size 2000] [--seed 0]
-       [--doc-sents 8] [--json OUT.json]
+       [--doc-sents 8] [--sent-spans] [--json OUT.json]
        python benchmarks/context_eval.py GMB_DIR LABELS --write-train DIR [--dev-size 2000] [--seed 0] [--doc-sents 8]
 """
 import argparse
@@ -33,6 +38,9 @@ import numpy
 Sentence = Tuple[List[str], List[str]]
 # One doc to predict: its words, and the (start, end) token offsets of the sentences scored in it.
 Block = Tuple[List[str], List[Tuple[int, int]]]
+# Load-time override: the embedded encoder makes one span of each sentence of a doc.
+SENT_SPANS = {"components": {"ner_bert": {"model": {"tok2vec": {
+    "get_spans": {"@span_getters": "spacy-transformers.sent_spans.v1"}}}}}}
 
 
 def read_gmb(gmb_dir: Path, labels: Sequence[str]) -> Tuple[List[Sentence], List[Sentence]]:
@@ -84,6 +92,16 @@ def predict_blocks(sentences: Sequence[Sentence], wanted: Sequence[int], size: i
             words.extend(sentences[i][0])
         out.append((words, scored))
     return out
+
+
+def load_sentence_spans(model: Path):
+    """The pipeline at `model` with each sentence of a doc encoded on its own: spaCy's sentencizer
+    before ner_bert finds the sentences (where nothing before it set them), sent_spans makes the spans."""
+    import spacy
+
+    nlp = spacy.load(model, config=SENT_SPANS)
+    nlp.add_pipe("sentencizer", before="ner_bert")
+    return nlp
 
 
 def block_logits(nlp, blocks: Sequence[Block]) -> List[numpy.ndarray]:
@@ -159,6 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dev-size", type=int, default=2000, help="validation sentences, as convert (default 2000)")
     ap.add_argument("--seed", type=int, default=0, help="convert's split seed (default 0)")
     ap.add_argument("--doc-sents", type=int, default=8, help="sentences per block in context mode (default 8)")
+    ap.add_argument("--sent-spans", action="store_true",
+                    help="also score the context blocks with each sentence encoded on its own (sentencizer + sent_spans)")
     ap.add_argument("--write-train", type=Path, default=None, metavar="DIR",
                     help="write DIR/train.spacy (training sentences in blocks) instead of scoring")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
@@ -200,18 +220,23 @@ def main(argv=None) -> int:
         "context": ((predict_blocks(train, dev_ids, args.doc_sents), val_gold),
                     (predict_blocks(test, every_test, args.doc_sents), test_gold)),
     }
+    if args.sent_spans:
+        modes["context_sentence_spans"] = modes["context"]
     results = []
     for model in args.models:
         try:
             nlp = spacy.load(model)
             tags = get_ner_bert(nlp, "ner_bert").tags
-        except (OSError, ValueError) as err:
+            by_mode = {mode: nlp for mode in modes}
+            if args.sent_spans:
+                by_mode["context_sentence_spans"] = load_sentence_spans(model)
+        except (OSError, ValueError) as err:  # ConfigValidationError: ner_bert listens to a transformer
             print(f"{model}: {err}", file=sys.stderr)
             return 1
         row = {"model": str(model)}
         for mode, (val, tst) in modes.items():
             try:
-                row[mode] = score_mode(nlp, tags, labels, val, tst)
+                row[mode] = score_mode(by_mode[mode], tags, labels, val, tst)
             except (KeyError, ValueError) as err:  # gold tags outside the pipeline's or the label file's
                 print(f"{model}, {mode}: {err}", file=sys.stderr)
                 return 1
@@ -221,7 +246,7 @@ def main(argv=None) -> int:
             f"test {row[mode]['test_macro_f1']:.4f} entity F {row[mode]['test_entity']['f']:.4f}" for mode in modes),
             flush=True)
     write_json(args.json, {"gmb_dir": str(args.gmb_dir), "dev_size": args.dev_size, "seed": args.seed,
-                           "doc_sents": args.doc_sents, "pipelines": results})
+                           "doc_sents": args.doc_sents, "sent_spans": args.sent_spans, "pipelines": results})
     return 0
 
 

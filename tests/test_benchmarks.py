@@ -415,7 +415,8 @@ def test_context_blocks_keep_validation_sentences_out_of_training(tmp_path):
 
 def test_context_benchmark_runs(two_pipelines, tmp_path):
     """Sentence mode is what calibrate + evaluate give; context mode is the pipeline run on whole blocks
-    with the chosen bias, scored on the wanted sentences only; --write-train leaves validation out."""
+    with the chosen bias, scored on the wanted sentences only; with --sent-spans each sentence of a
+    block gets exactly the logits it gets alone; --write-train leaves validation out."""
     from spacy.tokens import Doc
 
     from spacy_ner_bert.calibrate import log_prior
@@ -432,9 +433,10 @@ def test_context_benchmark_runs(two_pipelines, tmp_path):
         return subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True)
 
     out = tmp_path / "ctx.json"
-    done = run(gmb, labels, data / "strong", "--dev-size", 4, "--doc-sents", 3, "--json", out)
+    done = run(gmb, labels, data / "strong", "--dev-size", 4, "--doc-sents", 3, "--sent-spans", "--json", out)
     assert done.returncode == 0, done.stderr[-3000:]
     row = json.loads(out.read_text())["pipelines"][0]
+    assert "context_sentence_spans tau" in done.stdout and row["context_sentence_spans"]["test_macro_f1"] > 0
     train = [d for _ in range(4) for d in gold]
     test = [d for _ in range(2) for d in gold]
     from spacy_ner_bert.corpus import split_train_dev
@@ -464,6 +466,16 @@ def test_context_benchmark_runs(two_pipelines, tmp_path):
     by_hand = token_report(gold_tags, pred_tags, read_label_file(labels))
     assert ctx["test_macro_f1"] == pytest.approx(by_hand["macro avg"]["f1-score"], abs=1e-12)
     assert any(r["tau"] == ctx["tau"] and r["f"] == ctx["validation_macro_f1"] for r in ctx["validation_by_tau"])
+
+    # Sentence spans: the sentencizer finds the gold sentences (each ends with " ."), and each sentence in
+    # a block is encoded alone, so its logits are those of the sentence as its own doc (whole blocks: not).
+    context_eval = benchmark_module("context_eval")
+    sents = [([t.text for t in d], doc_iob_tags(d)) for d in test]
+    blocks, singles = (context_eval.predict_blocks(sents, range(len(sents)), n) for n in (3, 1))
+    alone = numpy.concatenate(context_eval.block_logits(nlp, singles))
+    spans = context_eval.load_sentence_spans(data / "strong")
+    assert numpy.allclose(numpy.concatenate(context_eval.block_logits(spans, blocks)), alone, atol=1e-5)
+    assert not numpy.allclose(numpy.concatenate(context_eval.block_logits(nlp, blocks)), alone, atol=1e-3)
 
     written = run(gmb, labels, "--write-train", tmp_path / "ctx_corpus", "--dev-size", 4, "--doc-sents", 3)
     assert written.returncode == 0, written.stderr[-3000:]
