@@ -109,3 +109,30 @@ def test_export_hf_refuses_case_features(tiny_bert, tmp_path):
     with pytest.raises(CheckpointError, match="casing features"):
         export_hf(nlp, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", [False, True])
+def test_sentence_spans_give_each_sentence_its_own_logits(tiny_bert, case):
+    """README's configuration for documents: with a sentencizer before ner_bert and sent_spans as the
+    span getter (set at load time), a sentence inside a document gets the logits it gets alone, the
+    casing flags' sentence start included; the default strided windows mix the sentences."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner_bert", config=_component_config(tiny_bert, case))
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(3):
+        nlp.update(examples, sgd=optimizer)
+    sents = [text for text, _ in TRAIN_DATA[:3]]
+    with make_tempdir() as d:
+        nlp.to_disk(d)
+        spans = spacy.load(d, config={"components": {"ner_bert": {"model": {"tok2vec": {
+            "get_spans": {"@span_getters": "spacy-transformers.sent_spans.v1"}}}}}})
+    spans.add_pipe("sentencizer", before="ner_bert")
+    sentencizer = spans.get_pipe("sentencizer")
+    document = sentencizer(spans.make_doc(" ".join(sents)))
+    assert [s.text for s in document.sents] == sents
+    model = spans.get_pipe("ner_bert").model
+    alone = numpy.concatenate([model.predict([sentencizer(spans.make_doc(s))])[0] for s in sents])
+    assert numpy.allclose(model.predict([document])[0], alone, atol=1e-5)
+    strided = nlp.get_pipe("ner_bert").model
+    assert not numpy.allclose(strided.predict([nlp.make_doc(" ".join(sents))])[0], alone, atol=1e-3)
