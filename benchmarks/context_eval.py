@@ -104,6 +104,25 @@ def load_sentence_spans(model: Path):
     return nlp
 
 
+def sentencizer_agreement(blocks: Sequence[Block]) -> Dict:
+    """How spaCy's rule-based sentencizer splits the blocks (every sentence scored, as the test blocks
+    are): the gold sentence starts it finds, those it adds, and the blocks it splits exactly."""
+    import spacy
+    from spacy.tokens import Doc
+
+    nlp = spacy.blank("en")
+    sentencizer = nlp.add_pipe("sentencizer")
+    found = extra = missed = exact = 0
+    for words, scored in blocks:
+        doc = sentencizer(Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False]))
+        pred = {t.i for t in doc if t.is_sent_start}
+        gold = {start for start, _ in scored}
+        found, extra, missed = found + len(pred & gold), extra + len(pred - gold), missed + len(gold - pred)
+        exact += pred == gold
+    return {"sentence_starts": found + missed, "found": found, "extra": extra, "blocks": len(blocks),
+            "blocks_split_exactly": exact}
+
+
 def block_logits(nlp, blocks: Sequence[Block]) -> List[numpy.ndarray]:
     """The ner_bert logits (before its tag bias) of each block's words."""
     from spacy.tokens import Doc
@@ -220,8 +239,13 @@ def main(argv=None) -> int:
         "context": ((predict_blocks(train, dev_ids, args.doc_sents), val_gold),
                     (predict_blocks(test, every_test, args.doc_sents), test_gold)),
     }
+    agreement = None
     if args.sent_spans:
         modes["context_sentence_spans"] = modes["context"]
+        agreement = sentencizer_agreement(modes["context"][1][0])
+        print(f"sentencizer on the test blocks: {agreement['found']:,} of {agreement['sentence_starts']:,} sentence "
+              f"starts found, {agreement['extra']:,} added; {agreement['blocks_split_exactly']:,} of "
+              f"{agreement['blocks']:,} blocks split exactly", flush=True)
     results = []
     for model in args.models:
         try:
@@ -246,7 +270,8 @@ def main(argv=None) -> int:
             f"test {row[mode]['test_macro_f1']:.4f} entity F {row[mode]['test_entity']['f']:.4f}" for mode in modes),
             flush=True)
     write_json(args.json, {"gmb_dir": str(args.gmb_dir), "dev_size": args.dev_size, "seed": args.seed,
-                           "doc_sents": args.doc_sents, "sent_spans": args.sent_spans, "pipelines": results})
+                           "doc_sents": args.doc_sents, "sent_spans": args.sent_spans,
+                           "sentencizer_on_test_blocks": agreement, "pipelines": results})
     return 0
 
 

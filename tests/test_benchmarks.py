@@ -407,6 +407,12 @@ def test_context_blocks_keep_validation_sentences_out_of_training(tmp_path):
         (["w0", "x", "w1", "x", "w2", "x"], [(2, 4)]), (["w6", "x"], [(0, 2)])]
     assert ctx.predict_blocks(sents, [4, 5], 3) == [(["w3", "x", "w4", "x", "w5", "x"], [(2, 4), (4, 6)])]
     assert ctx.predict_blocks(sents, [4], 1) == [(["w4", "x"], [(0, 2)])]
+    # The sentencizer's agreement with the blocks' sentences: a start missed, one added.
+    blocks = [(["A", "b", ".", "C", "d", "e", "."], [(0, 3), (3, 7)]), (["F", "!", "g", "."], [(0, 4)])]
+    assert ctx.sentencizer_agreement(blocks) == {"sentence_starts": 3, "found": 3, "extra": 1, "blocks": 2,
+                                                 "blocks_split_exactly": 1}
+    missed = [(["A", "b", "C", "d", "."], [(0, 2), (2, 5)])]
+    assert ctx.sentencizer_agreement(missed)["found"] == 1
     # convert's split: the same sentences as the workflow's validation file holds.
     from spacy_ner_bert.corpus import split_train_dev
 
@@ -437,6 +443,10 @@ def test_context_benchmark_runs(two_pipelines, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     row = json.loads(out.read_text())["pipelines"][0]
     assert "context_sentence_spans tau" in done.stdout and row["context_sentence_spans"]["test_macro_f1"] > 0
+    n_test = len(gold) * 2  # every sentence ends with " .": the sentencizer splits the blocks exactly
+    assert json.loads(out.read_text())["sentencizer_on_test_blocks"] == {
+        "sentence_starts": n_test, "found": n_test, "extra": 0, "blocks": -(-n_test // 3),
+        "blocks_split_exactly": -(-n_test // 3)}
     train = [d for _ in range(4) for d in gold]
     test = [d for _ in range(2) for d in gold]
     from spacy_ner_bert.corpus import split_train_dev
