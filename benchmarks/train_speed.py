@@ -40,6 +40,12 @@ OWN_SETTINGS = {"paths.train": "it is TRAIN", "paths.dev": "it is TRAIN", "paths
                 "components.ner_bert.fused_adam": "both updates are timed"}
 
 
+def pipeline_overrides(args, own: dict) -> dict:
+    """The user's config overrides, then the settings this script sets itself: the paths, and `own`."""
+    return {**args.overrides, "paths.train": str(args.train), "paths.dev": str(args.train),
+            "paths.encoder": args.encoder, **own}
+
+
 def run(mode: str, args) -> dict:
     import torch
     from spacy import util
@@ -51,8 +57,7 @@ def run(mode: str, args) -> dict:
     from spacy_ner_bert.encoder_params import torch_parameters
 
     util.fix_random_seed(0)
-    overrides = {**args.overrides, "paths.train": str(args.train), "paths.dev": str(args.train),
-                 "paths.encoder": args.encoder, "components.ner_bert.fused_adam": mode == "fused"}
+    overrides = pipeline_overrides(args, {"components.ner_bert.fused_adam": mode == "fused"})
     config = util.load_config(args.config, overrides=overrides)
     nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
     docs = list(DocBin().from_disk(args.train).get_docs(nlp.vocab))[: args.docs]
@@ -100,8 +105,7 @@ def run_length(args) -> dict:
 
     from spacy import util
 
-    overrides = {**args.overrides, "paths.train": str(args.train), "paths.dev": str(args.train),
-                 "paths.encoder": args.encoder, "training.batcher.size": args.batch_size}
+    overrides = pipeline_overrides(args, {"training.batcher.size": args.batch_size})
     config = util.load_config(args.config, overrides=overrides, interpolate=True)
     nlp = util.load_model_from_config(config, auto_fill=True, validate=False)
     config = nlp.config  # filled: spaCy's defaults where the file leaves a [training] setting out

@@ -87,11 +87,10 @@ def test_train_speed_times_both_modes_and_counts_the_run(tiny_bert, tmp_path, ca
     assert "a run of the config: 20 steps (2 epochs x ~10 batches of 13 padded words) at the fused rate" \
         in capsys.readouterr().out
 
-    args = argparse.Namespace(train=tmp_path / "train.spacy", encoder=tiny_bert, batch_size=13)
+    args = argparse.Namespace(train=tmp_path / "train.spacy", encoder=tiny_bert, batch_size=13, overrides={})
     for training, steps in (({"max_epochs": 2, "max_steps": 7}, 7), ({"max_epochs": 0, "max_steps": 50}, 50),
                             ({"max_epochs": 0, "max_steps": 0}, None)):
         args.config = _speed_config(tiny_bert, tmp_path / "c.cfg", **training)
-        args.overrides = {}
         assert speed.run_length(args)["steps"] == steps, training
 
     # spacy train's overrides reach the run's length (and the timed pipelines, built from the same dict),
@@ -441,10 +440,11 @@ def test_context_benchmark_runs(two_pipelines, tmp_path):
     out = tmp_path / "ctx.json"
     done = run(gmb, labels, data / "strong", "--dev-size", 4, "--doc-sents", 3, "--sent-spans", "--json", out)
     assert done.returncode == 0, done.stderr[-3000:]
-    row = json.loads(out.read_text())["pipelines"][0]
+    result = json.loads(out.read_text())
+    row = result["pipelines"][0]
     assert "context_sentence_spans tau" in done.stdout and row["context_sentence_spans"]["test_macro_f1"] > 0
     n_test = len(gold) * 2  # every sentence ends with " .": the sentencizer splits the blocks exactly
-    assert json.loads(out.read_text())["sentencizer_on_test_blocks"] == {
+    assert result["sentencizer_on_test_blocks"] == {
         "sentence_starts": n_test, "found": n_test, "extra": 0, "blocks": -(-n_test // 3),
         "blocks_split_exactly": -(-n_test // 3)}
     train = [d for _ in range(4) for d in gold]
