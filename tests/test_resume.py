@@ -1,0 +1,195 @@
+"""`spacy_ner_bert.resume.train`: spacy train that stops with a checkpoint and resumes the same run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy
+import pytest
+import spacy
+import torch
+from spacy.tokens import DocBin
+
+from spacy_ner_bert import resume
+from spacy_ner_bert.resume import ResumeError, checkpoint_path, train
+
+from util import make_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "minilm_cpu.cfg"
+
+
+@spacy.registry.callbacks("test_resume.signal_at.v1")
+def signal_at(step: int):
+    """A before_update callback that sends this process SIGTERM before `step`'s update."""
+    def before_update(nlp, args):
+        if args["step"] == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return before_update
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    nlp = spacy.blank("en")
+    docs = [eg.reference for eg in make_examples(nlp)] * 4  # 20 docs of 6-9 words
+    DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
+    DocBin(docs=docs[:5]).to_disk(tmp_path / "dev.spacy")
+    return tmp_path
+
+
+def overrides(tiny_bert, corpus, signal_step=-1, **extra):  # extra: more dot-key overrides
+    """The workflow's config on the tiny BERT: ~5 batches an epoch, 3 epochs, validation every 4
+    steps, dropout on (head and encoder), a learning rate that moves the weights."""
+    settings = {
+        "paths.train": str(corpus / "train.spacy"),
+        "paths.dev": str(corpus / "dev.spacy"),
+        "paths.encoder": tiny_bert,
+        "training.eval_frequency": 4,
+        "training.batcher.size": 30,
+        "training.optimizer.learn_rate.warmup_steps": 3,
+        "training.optimizer.learn_rate.total_steps": 20,
+        "training.optimizer.learn_rate.initial_rate": 0.001,
+        "training.before_update": {"@callbacks": "test_resume.signal_at.v1", "step": signal_step},
+        # the tiny BERT has no dropout of its own: some, so the torch generator matters
+        "components.ner_bert.model.tok2vec.transformer_config": {"hidden_dropout_prob": 0.1},
+    }
+    settings.update(extra)
+    return settings
+
+
+def weights(path):
+    """Every parameter of the pipeline at `path`: the thinc layers' and the encoder's."""
+    nlp = spacy.load(path)
+    model = nlp.get_pipe("ner_bert").model
+    found = {}
+    for i, node in enumerate(model.walk()):
+        for name in node.param_names:
+            if node.has_param(name):
+                found[f"node{i}.{name}"] = numpy.asarray(node.get_param(name))
+        for shim in node.shims:
+            for name, value in shim._model.state_dict().items():
+                found[f"shim.{name}"] = value.numpy()
+    return found
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not numpy.array_equal(wa[k], wb[k])]
+    assert not different, f"{len(different)} of {len(wa)} parameters differ, e.g. {different[:3]}"
+
+
+def saved_steps(monkeypatch):
+    steps = []
+    save = resume._save
+
+    def spy(output_path, nlp, optimizer, progress, position):
+        steps.append(progress["step"])
+        return save(output_path, nlp, optimizer, progress, position)
+
+    monkeypatch.setattr(resume, "_save", spy)
+    return steps
+
+
+def test_it_trains_as_spacy_train_does(tiny_bert, corpus, tmp_path):
+    """The same loop as spacy train: the same batches, updates and draws, so the same parameters."""
+    from spacy.cli.train import train as spacy_train
+
+    settings = overrides(tiny_bert, corpus)
+    spacy_train(CONFIG, tmp_path / "spacy", overrides=settings)
+    assert train(CONFIG, tmp_path / "ours", overrides=settings) is True
+    assert_same_weights(tmp_path / "spacy" / "model-last", tmp_path / "ours" / "model-last")
+    assert_same_weights(tmp_path / "spacy" / "model-best", tmp_path / "ours" / "model-best")
+
+
+@pytest.mark.parametrize("extra", [{}, {"components.ner_bert.adversarial_epsilon": 1.0}], ids=["default", "fgm"])
+def test_a_resumed_run_is_the_uninterrupted_run(tiny_bert, corpus, tmp_path, monkeypatch, extra):
+    """Stopped by SIGTERM in its second epoch and resumed, a run ends with the very parameters (bit for
+    bit) and the same best checkpoint as the run never stopped; checkpoints fall every
+    `checkpoint_every` steps and when stopped, and go when the run ends."""
+    straight = tmp_path / "straight"
+    assert train(CONFIG, straight, overrides=overrides(tiny_bert, corpus, **extra), checkpoint_every=0) is True
+    assert not checkpoint_path(straight).exists()
+    straight_meta = json.loads((straight / "model-best" / "meta.json").read_text())
+
+    steps = saved_steps(monkeypatch)
+    handler = signal.getsignal(signal.SIGTERM)
+    split = tmp_path / "split"
+    settings = overrides(tiny_bert, corpus, signal_step=6, **extra)
+    assert train(CONFIG, split, overrides=settings, checkpoint_every=4) is False
+    assert steps == [3, 6]  # every 4 steps, then at the stop (SIGTERM before step 6: it ends step 6)
+    assert json.loads((checkpoint_path(split) / resume.PROGRESS_FILE).read_text())["step"] == 6
+    assert (split / "model-best").is_dir()
+    assert signal.getsignal(signal.SIGTERM) is handler  # put back once training returns
+
+    assert train(CONFIG, split, overrides=settings, resume=True, checkpoint_every=4) is True
+    assert steps[2:] == [7, 11, 15]  # 3 epochs of 6 batches: steps 0-17
+    assert not checkpoint_path(split).exists()
+    assert_same_weights(straight / "model-last", split / "model-last")
+    assert_same_weights(straight / "model-best", split / "model-best")
+    split_meta = json.loads((split / "model-best" / "meta.json").read_text())
+    assert split_meta["performance"] == straight_meta["performance"]
+
+
+def test_without_the_checkpoint_the_run_differs(tiny_bert, corpus, tmp_path):
+    """The test above can fail: restarting from model-last (fresh optimizer, warm-up again) is
+    another run. Here a resume whose optimizer moments are dropped ends elsewhere."""
+    straight = tmp_path / "straight"
+    train(CONFIG, straight, overrides=overrides(tiny_bert, corpus), checkpoint_every=0)
+    split = tmp_path / "split"
+    settings = overrides(tiny_bert, corpus, signal_step=6)
+    train(CONFIG, split, overrides=settings, checkpoint_every=0)
+    state_file = checkpoint_path(split) / resume.STATE_FILE
+    state = torch.load(state_file, weights_only=False)
+    state["optimizer"]["mom1"] = {k: numpy.zeros_like(v) for k, v in state["optimizer"]["mom1"].items()}
+    torch.save(state, state_file)
+    train(CONFIG, split, overrides=settings, resume=True)
+    with pytest.raises(AssertionError, match="parameters differ"):
+        assert_same_weights(straight / "model-last", split / "model-last")
+
+
+def test_bad_starts_are_refused_and_lose_nothing(tiny_bert, corpus, tmp_path):
+    out = tmp_path / "run"
+    settings = overrides(tiny_bert, corpus, signal_step=2)
+    with pytest.raises(ResumeError, match=r"run/checkpoint: no checkpoint to resume"):
+        train(CONFIG, out, overrides=settings, resume=True)
+    assert train(CONFIG, out, overrides=settings, checkpoint_every=0) is False
+    saved = (checkpoint_path(out) / resume.STATE_FILE).read_bytes()
+    with pytest.raises(ResumeError, match="unfinished run: continue it with --resume"):
+        train(CONFIG, out, overrides=settings)
+    changed = dict(settings, **{"training.optimizer.learn_rate.initial_rate": 0.002})
+    with pytest.raises(ResumeError, match=r"differs .* at training\.optimizer\.learn_rate\.initial_rate: 0\.001 in "
+                                          r"the checkpoint, 0\.002 now"):
+        train(CONFIG, out, overrides=changed, resume=True)
+    assert (checkpoint_path(out) / resume.STATE_FILE).read_bytes() == saved
+    for bad, message in (({"checkpoint_every": -1}, "checkpoint_every must be 0 or more"),
+                         ({"max_minutes": 0}, "max_minutes must be more than 0")):
+        with pytest.raises(ResumeError, match=message):
+            train(CONFIG, out, overrides=settings, resume=True, **bad)
+    with pytest.raises(ResumeError, match="nope.cfg: config file not found"):
+        train(tmp_path / "nope.cfg", out, overrides=settings, resume=True)
+    # a kill between the two renames of a swap leaves checkpoint.old, which is complete: it is used
+    os.replace(checkpoint_path(out), tmp_path / "run" / "checkpoint.old")
+    assert train(CONFIG, out, overrides=settings, resume=True) is True
+    assert not any(p.name.startswith("checkpoint") for p in out.iterdir())
+
+
+def test_the_command_stops_at_its_time_limit_and_resumes(tiny_bert, corpus, tmp_path):
+    """`python -m spacy_ner_bert train`: exit 3 with a checkpoint at --max-minutes, 0 when resumed to the end."""
+    settings = overrides(tiny_bert, corpus)
+    settings.pop("training.before_update")
+    args = [sys.executable, "-m", "spacy_ner_bert", "train", str(CONFIG), "--output", str(tmp_path / "run")]
+    for key, value in settings.items():
+        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    first = subprocess.run(args + ["--max-minutes", "0.0001"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert first.returncode == 3, first.stderr[-2000:]
+    assert "Stopped after step 0 (the 0.0001-minute limit)" in first.stdout
+    second = subprocess.run(args + ["--resume"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "Resumed from" in second.stdout and "after step 0" in second.stdout
+    again = subprocess.run(args + ["--resume"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert again.returncode == 1 and "no checkpoint to resume" in again.stderr
