@@ -506,15 +506,27 @@ class _Batches:
     def __init__(self, nlp: Language, corpus, batcher, max_epochs: int):
         self.nlp, self.corpus, self.batcher, self.max_epochs = nlp, corpus, batcher, max_epochs
         self.epoch, self.index, self.order = 0, 0, None
-        self._skip, self._resumed, self._saved = 0, False, None
+        self._skip, self._resumed, self._examples = 0, False, None
 
     def start_at(self, position: Dict[str, Any], saved: Path) -> None:
+        """Start where `position` says; the corpus is read now, so a wrong one is refused before training."""
         self.epoch, self._skip, self.order = position["epoch"], position["index"], position["order"]
         self._resumed = True
-        self._saved = saved
+        if self.max_epochs >= 0 and len(self._read()) != len(self.order):
+            raise ResumeError(
+                f"{saved}: the run trained on {len(self.order)} examples, the training corpus now has "
+                f"{len(self._read())}: resume with the same data"
+            )
 
     def position(self) -> Dict[str, Any]:
         return {"epoch": self.epoch, "index": self.index, "order": None if self.order is None else list(self.order)}
+
+    def _read(self) -> List[Any]:
+        if self._examples is None:
+            self._examples = list(self.corpus(self.nlp))
+            if not self._examples:
+                raise ValueError(Errors.E986)
+        return self._examples
 
     def __iter__(self):
         return self._batches()
@@ -522,16 +534,9 @@ class _Batches:
     def _batches(self):
         examples: List[Any] = []
         if self.max_epochs >= 0:
-            examples = list(self.corpus(self.nlp))
-            if not examples:
-                raise ValueError(Errors.E986)
+            examples = self._read()
             if self.order is None:
                 self.order = list(range(len(examples)))
-            elif len(self.order) != len(examples):
-                raise ResumeError(
-                    f"{self._saved}: the run trained on {len(self.order)} examples, the training corpus now has "
-                    f"{len(examples)}: resume with the same data"
-                )
         resumed = self._resumed
         while self.max_epochs < 1 or self.epoch != self.max_epochs:
             if self.max_epochs >= 0:

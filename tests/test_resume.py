@@ -165,6 +165,14 @@ def test_bad_starts_are_refused_and_lose_nothing(tiny_bert, corpus, tmp_path):
                                           r"the checkpoint, 0\.002 now"):
         train(CONFIG, out, overrides=changed, resume=True)
     assert (checkpoint_path(out) / resume.STATE_FILE).read_bytes() == saved
+    # another training corpus: refused before any step, model-last untouched
+    full = (corpus / "train.spacy").read_bytes()
+    last = (out / "model-last" / "ner_bert" / "model").read_bytes()
+    DocBin(docs=list(DocBin().from_bytes(full).get_docs(spacy.blank("en").vocab))[:15]).to_disk(corpus / "train.spacy")
+    with pytest.raises(ResumeError, match="trained on 20 examples, the training corpus now has 15"):
+        train(CONFIG, out, overrides=settings, resume=True)
+    assert (out / "model-last" / "ner_bert" / "model").read_bytes() == last
+    (corpus / "train.spacy").write_bytes(full)
     for bad, message in (({"checkpoint_every": -1}, "checkpoint_every must be 0 or more"),
                          ({"max_minutes": 0}, "max_minutes must be more than 0")):
         with pytest.raises(ResumeError, match=message):
