@@ -29,6 +29,7 @@ import random
 import shutil
 import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from timeit import default_timer as timer
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
@@ -180,7 +181,7 @@ def _train(nlp: Language, output_path: Path, saved: Optional[Path], use_gpu: int
             is_best: Optional[bool] = None
             score, other_scores = None, None
             if not step % eval_frequency:
-                with nlp.use_params(optimizer.averages) if optimizer.averages else _nothing():
+                with nlp.use_params(optimizer.averages) if optimizer.averages else nullcontext():
                     score, other_scores = evaluate()
                 results.append((score, step))
                 is_best = score == max(results)[0]
@@ -225,14 +226,6 @@ def _train(nlp: Language, output_path: Path, saved: Optional[Path], use_gpu: int
                 shutil.rmtree(path)
         stdout.write(msg.good("Saved pipeline to output directory", output_path / "model-last") + "\n")
     return finished
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _on_stop_signals(flag: List[str]) -> Dict[int, Any]:

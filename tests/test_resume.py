@@ -105,7 +105,11 @@ def test_it_trains_as_spacy_train_does(tiny_bert, corpus, tmp_path):
     assert_same_weights(tmp_path / "spacy" / "model-best", tmp_path / "ours" / "model-best")
 
 
-@pytest.mark.parametrize("extra", [{}, {"components.ner_bert.adversarial_epsilon": 1.0}], ids=["default", "fgm"])
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"components.ner_bert.adversarial_epsilon": 1.0}, {"training.optimizer.use_averages": True}],
+    ids=["default", "fgm", "averages"],
+)
 def test_a_resumed_run_is_the_uninterrupted_run(tiny_bert, corpus, tmp_path, monkeypatch, extra):
     """Stopped by SIGTERM in its second epoch and resumed, a run ends with the very parameters (bit for
     bit) and the same best checkpoint as the run never stopped; checkpoints fall every
