@@ -75,8 +75,8 @@ def train(
     resume: bool = False,
     checkpoint_every: int = 1000,
     max_minutes: Optional[float] = None,
-    stdout: IO = sys.stdout,
-    stderr: IO = sys.stderr,
+    stdout: Optional[IO] = None,
+    stderr: Optional[IO] = None,
 ) -> bool:
     """Train the pipeline of `config_path` as `spacy train` does, into `output_path`, saving a
     checkpoint every `checkpoint_every` steps (0: only when stopped early).
@@ -85,6 +85,7 @@ def train(
     output_path: The output folder (model-best, model-last, checkpoint).
     use_gpu: GPU id, -1 for CPU. resume: continue the run whose checkpoint is in `output_path`.
     max_minutes: stop (with a checkpoint) after the first step that ends past this many minutes.
+    stdout, stderr: where the console table and messages go (default: sys.stdout, sys.stderr).
     RETURNS (bool): True when the run finished, False when it stopped early with a checkpoint.
     """
     config_path, output_path = Path(config_path), Path(output_path)
@@ -109,7 +110,8 @@ def train(
     nlp = init_nlp(config, use_gpu=use_gpu)
     if saved is not None:
         _check_same_config(nlp.config, saved)
-    return _train(nlp, output_path, saved, use_gpu, checkpoint_every, max_minutes, stdout, stderr)
+    return _train(nlp, output_path, saved, use_gpu, checkpoint_every, max_minutes, stdout or sys.stdout,
+                  stderr or sys.stderr)
 
 
 def _train(nlp: Language, output_path: Path, saved: Optional[Path], use_gpu: int, checkpoint_every: int,
@@ -214,6 +216,7 @@ def _train(nlp: Language, output_path: Path, saved: Optional[Path], use_gpu: int
                                           "continue with the same command and --resume") + "\n")
                     finished = False
                     break
+                stdout.write(msg.info(f"Checkpoint after step {step} (epoch {epoch}, {info['seconds']} s): {where}") + "\n")
     finally:
         _restore_signal_handlers(handlers)
         finalize_logger()

@@ -110,7 +110,7 @@ def test_it_trains_as_spacy_train_does(tiny_bert, corpus, tmp_path):
     [{}, {"components.ner_bert.adversarial_epsilon": 1.0}, {"training.optimizer.use_averages": True}],
     ids=["default", "fgm", "averages"],
 )
-def test_a_resumed_run_is_the_uninterrupted_run(tiny_bert, corpus, tmp_path, monkeypatch, extra):
+def test_a_resumed_run_is_the_uninterrupted_run(tiny_bert, corpus, tmp_path, monkeypatch, capsys, extra):
     """Stopped by SIGTERM in its second epoch and resumed, a run ends with the very parameters (bit for
     bit) and the same best checkpoint as the run never stopped; checkpoints fall every
     `checkpoint_every` steps and when stopped, and go when the run ends."""
@@ -125,6 +125,8 @@ def test_a_resumed_run_is_the_uninterrupted_run(tiny_bert, corpus, tmp_path, mon
     settings = overrides(tiny_bert, corpus, signal_step=6, **extra)
     assert train(CONFIG, split, overrides=settings, checkpoint_every=4) is False
     assert steps == [3, 6]  # every 4 steps, then at the stop (SIGTERM before step 6: it ends step 6)
+    printed = capsys.readouterr().out
+    assert "Checkpoint after step 3 (epoch 0, " in printed and "Stopped after step 6 (signal SIGTERM)" in printed
     assert json.loads((checkpoint_path(split) / resume.PROGRESS_FILE).read_text())["step"] == 6
     assert (split / "model-best").is_dir()
     assert signal.getsignal(signal.SIGTERM) is handler  # put back once training returns
