@@ -11,13 +11,15 @@ batches, updates, evaluations, `model-best` / `model-last` and console table) an
 - the optimizer's Adam moments, update counts and averages (thinc keys them by layer id, which
   changes from one process to the next: they are saved by component and position too);
 - the step, epoch, evaluations so far (for `model-best` and patience), losses and words seen;
+- the epoch's order of the training examples and how many of its batches were used;
 - the random states: Python's, numpy's and torch's.
 
-`train(..., resume=True)` builds the pipeline from the same config, replays the batch stream and
-the schedules (learning rate, dropout) up to the saved step without training, and loads the rest.
-On CPU the resumed run is the uninterrupted one: the same parameters, bit for bit (tested). On a GPU
-it is a valid continuation, not a bit-identical one: cupy's generator (the head's dropout masks)
-is reseeded from the seed and the step, and CUDA kernels are not deterministic anyway.
+`train(..., resume=True)` builds the pipeline from the same config, puts the batch stream at the saved
+place (the saved order, its used batches skipped), replays the schedules (learning rate, dropout) up to
+the saved step, and loads the rest. On CPU the resumed run is the uninterrupted one: the same
+parameters, bit for bit (tests/test_resume.py). On a GPU it cannot be bit-identical: cupy's generator
+(the head's dropout masks) is reseeded from the seed and the step, and CUDA kernels are not
+deterministic anyway (resuming on a GPU has not been run yet).
 
 A run stops cleanly, saving a checkpoint first, after `max_minutes` or on SIGTERM / SIGINT (at the
 end of the step in progress). Checkpoints are written to a temporary folder and swapped in, so a
