@@ -51,6 +51,7 @@ from spacy.training.loop import (
     update_meta,
 )
 from thinc.api import Config, Model, Optimizer, constant, fix_random_seed, get_current_ops, set_gpu_allocator
+from thinc.util import to_numpy
 
 from .encoder_params import unique_shims
 
@@ -304,7 +305,7 @@ def _params(nlp: Language) -> Dict[str, Any]:
             if isinstance(module, torch.nn.Module):
                 params[where] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
         else:
-            params[where] = {n: _to_numpy(layer.get_param(n)) for n in layer.param_names if layer.has_param(n)}
+            params[where] = {n: to_numpy(layer.get_param(n)) for n in layer.param_names if layer.has_param(n)}
     return params
 
 
@@ -339,7 +340,7 @@ def _optimizer_state(nlp: Language, optimizer: Optimizer) -> Dict[str, Any]:
                     f"cannot checkpoint: the optimizer holds state for {key!r}, a parameter outside this "
                     "pipeline's components"
                 )
-            out[keys[key]] = _to_numpy(value) if hasattr(value, "shape") else value
+            out[keys[key]] = to_numpy(value) if hasattr(value, "shape") else value
         return out
 
     return {
@@ -373,11 +374,6 @@ def _load_optimizer_state(nlp: Language, optimizer: Optimizer, state: Dict[str, 
     optimizer.last_seen.update(translate(state["last_seen"], False))
     if state["averages"] is not None:
         optimizer.averages = translate(state["averages"], True)
-
-
-def _to_numpy(array) -> numpy.ndarray:
-    return numpy.array(array.get() if hasattr(array, "get") and not isinstance(array, numpy.ndarray) else array,
-                       copy=True)
 
 
 def _rng_state(gpu: int) -> Dict[str, Any]:
