@@ -80,13 +80,17 @@ def train_command(
     output: Path = typer.Option(..., "--output", "-o", help="Output folder: model-best, model-last, checkpoint"),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, -1 for CPU"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run whose checkpoint is in --output"),
+    auto_resume: bool = typer.Option(
+        False, "--auto-resume", help="Continue the run if --output holds its checkpoint, else start it"
+    ),
     checkpoint_every: int = typer.Option(1000, help="Save a checkpoint every this many steps (0: only when stopped)"),
     max_minutes: float = typer.Option(None, help="Stop with a checkpoint after the first step past this many minutes"),
     code: Path = typer.Option(None, "--code", "-c", help="Python file with registered functions to import (as spacy train's)"),
 ):
     """spacy train that can stop and resume: the same run, with its state saved every
     --checkpoint-every steps, on SIGTERM/SIGINT and at --max-minutes. Config overrides as for spacy
-    train (--section.key value). Exit status: 0 finished, 3 stopped with a checkpoint (--resume goes on)."""
+    train (--section.key value). Exit status: 0 finished, 3 stopped with a checkpoint (--resume or
+    --auto-resume goes on)."""
     from spacy.cli._util import import_code, parse_config_overrides, show_validation_error
 
     from .resume import ResumeError, train
@@ -95,13 +99,16 @@ def train_command(
         overrides = parse_config_overrides(list(ctx.args))
     except SystemExit:
         _fail(f"config overrides must be --section.key value pairs, not {' '.join(ctx.args)!r}")
+    if resume and auto_resume:
+        _fail("--resume and --auto-resume: give one of them")
     if code is not None and not code.is_file():
         _fail(f"{code}: --code file not found")
     import_code(code)
     try:
         with show_validation_error(config_path):
-            finished = train(config_path, output, overrides=overrides, use_gpu=gpu_id, resume=resume,
-                             checkpoint_every=checkpoint_every, max_minutes=max_minutes)
+            finished = train(config_path, output, overrides=overrides, use_gpu=gpu_id,
+                             resume="auto" if auto_resume else resume, checkpoint_every=checkpoint_every,
+                             max_minutes=max_minutes)
     except ResumeError as err:
         _fail(err)
     raise typer.Exit(0 if finished else 3)

@@ -11,7 +11,8 @@ batches, updates, evaluations, `model-best` / `model-last` and console table) an
 - the optimizer's Adam moments, update counts and averages (thinc keys them by layer id, which
   changes from one process to the next: they are saved by component and position too);
 - the step, epoch, evaluations so far (for `model-best` and patience), losses and words seen;
-- the epoch's order of the training examples and how many of its batches were used;
+- the epoch's order of the training examples and how many of its batches were used, and the sha256
+  of the training corpus's files (a resume on other data is refused);
 - the random states: Python's, numpy's and torch's.
 
 `train(..., resume=True)` builds the pipeline from the same config, puts the batch stream at the saved
@@ -19,12 +20,15 @@ place (the saved order, its used batches skipped), replays the schedules (learni
 the saved step, and loads the rest. On CPU the resumed run is the uninterrupted one: the same
 parameters, bit for bit (tests/test_resume.py). On a GPU it cannot be bit-identical: cupy's generator
 (the head's dropout masks) is reseeded from the seed and the step, and CUDA kernels are not
-deterministic anyway (resuming on a GPU has not been run yet).
+deterministic anyway (resuming on a GPU has not been run yet). `resume="auto"` (the command's
+`--auto-resume`, which the project workflow uses) continues a stopped run if `OUTPUT` holds its
+checkpoint and otherwise starts the run, so rerunning an interrupted `spacy project run train` goes on.
 
 A run stops cleanly, saving a checkpoint first, after `max_minutes` or on SIGTERM / SIGINT (at the
 end of the step in progress). Checkpoints are written to a temporary folder and swapped in, so a
 kill during the write leaves the previous one. The checkpoint is removed when the run finishes.
 """
+import hashlib
 import json
 import os
 import random
@@ -42,6 +46,7 @@ from spacy.cli._util import setup_gpu
 from spacy.language import Language
 from spacy.errors import Errors
 from spacy.schemas import ConfigSchemaTraining
+from spacy.training.corpus import FILE_TYPE, walk_corpus
 from spacy.training.initialize import init_nlp
 from spacy.training.loop import (
     clean_output_dir,
@@ -75,7 +80,7 @@ def train(
     *,
     overrides: Optional[Dict[str, Any]] = None,
     use_gpu: int = -1,
-    resume: bool = False,
+    resume: Union[bool, str] = False,
     checkpoint_every: int = 1000,
     max_minutes: Optional[float] = None,
     stdout: Optional[IO] = None,
@@ -86,12 +91,15 @@ def train(
 
     config_path: The training config. overrides: spacy train's `--section.key` overrides (dot keys).
     output_path: The output folder (model-best, model-last, checkpoint).
-    use_gpu: GPU id, -1 for CPU. resume: continue the run whose checkpoint is in `output_path`.
+    use_gpu: GPU id, -1 for CPU. resume: True: continue the run whose checkpoint is in `output_path`;
+        "auto": continue it if there is one, else start the run (a workflow that reruns the same command).
     max_minutes: stop (with a checkpoint) after the first step that ends past this many minutes.
     stdout, stderr: where the console table and messages go (default: sys.stdout, sys.stderr).
     RETURNS (bool): True when the run finished, False when it stopped early with a checkpoint.
     """
     config_path, output_path = Path(config_path), Path(output_path)
+    if resume not in (True, False, "auto"):
+        raise ResumeError(f"resume must be True, False or 'auto', not {resume!r}")
     if checkpoint_every < 0:
         raise ResumeError(f"checkpoint_every must be 0 or more, not {checkpoint_every}")
     if max_minutes is not None and max_minutes <= 0:
@@ -100,10 +108,10 @@ def train(
         raise ResumeError(f"{config_path}: config file not found")
     config = util.load_config(config_path, overrides=dict(overrides or {}), interpolate=False)
     saved = _find_checkpoint(output_path)
-    if resume:
+    if resume is True:
         if saved is None:
             raise ResumeError(f"{checkpoint_path(output_path)}: no checkpoint to resume (train without --resume to start the run)")
-    elif saved is not None:
+    elif resume is False and saved is not None:
         raise ResumeError(
             f"{saved} holds the checkpoint of an unfinished run: continue it with --resume, "
             "or delete it (or choose another output folder) to start a new run"
@@ -216,7 +224,7 @@ def _train(nlp: Language, output_path: Path, saved: Optional[Path], use_gpu: int
                 if stop_requested or out_of_time:
                     why = f"signal {stop_requested[0]}" if stop_requested else f"the {max_minutes:g}-minute limit"
                     stdout.write(msg.warn(f"Stopped after step {step} ({why}); checkpoint in {where}: "
-                                          "continue with the same command and --resume") + "\n")
+                                          "the same command with --resume or --auto-resume continues") + "\n")
                     finished = False
                     break
                 stdout.write(msg.info(f"Checkpoint after step {step} (epoch {epoch}, {info['seconds']} s): {where}") + "\n")
@@ -445,8 +453,8 @@ def _check_same_config(config: Config, saved: Path) -> None:
                           for k in differ[:8])
         more = f" and {len(differ) - 8} more" if len(differ) > 8 else ""
         raise ResumeError(
-            f"--resume: the config differs from the one the run started with ({saved / CONFIG_FILE}) at "
-            f"{shown}{more}. Resume with the same config and overrides."
+            f"Cannot resume: the config differs from the one the run started with ({saved / CONFIG_FILE}) at "
+            f"{shown}{more}. Resume with the same config and overrides, or delete {saved} to start a new run."
         )
 
 
@@ -500,7 +508,7 @@ class _Batches:
     def __init__(self, nlp: Language, corpus, batcher, max_epochs: int):
         self.nlp, self.corpus, self.batcher, self.max_epochs = nlp, corpus, batcher, max_epochs
         self.epoch, self.index, self.order = 0, 0, None
-        self._skip, self._resumed, self._examples = 0, False, None
+        self._skip, self._resumed, self._examples, self._digest = 0, False, None, None
 
     def start_at(self, position: Dict[str, Any], saved: Path) -> None:
         """Start where `position` says; the corpus is read now, so a wrong one is refused before training."""
@@ -511,9 +519,29 @@ class _Batches:
                 f"{saved}: the run trained on {len(self.order)} examples, the training corpus now has "
                 f"{len(self._read())}: resume with the same data"
             )
+        then, now = position.get("corpus_sha256"), self.digest()  # absent in checkpoints before it was saved
+        if then is not None and now is not None and then != now:
+            raise ResumeError(
+                f"{saved}: the training corpus ({self.corpus.path}) has changed since the run started "
+                f"(sha256 {then[:12]}... then, {now[:12]}... now): resume with the same data"
+            )
 
     def position(self) -> Dict[str, Any]:
-        return {"epoch": self.epoch, "index": self.index, "order": None if self.order is None else list(self.order)}
+        return {"epoch": self.epoch, "index": self.index, "order": None if self.order is None else list(self.order),
+                "corpus_sha256": self.digest()}
+
+    def digest(self) -> Optional[str]:
+        """sha256 of the training corpus's files (a spaCy Corpus: its .spacy file or folder), computed
+        once; None for a reader without files."""
+        if self._digest is None and isinstance(getattr(self.corpus, "path", None), Path):
+            files = walk_corpus(self.corpus.path, FILE_TYPE) if self.corpus.path.exists() else []
+            if files:
+                sha = hashlib.sha256()
+                for path in files:
+                    sha.update(str(path.relative_to(self.corpus.path)).encode())
+                    sha.update(path.read_bytes())
+                self._digest = sha.hexdigest()
+        return self._digest
 
     def _read(self) -> List[Any]:
         if self._examples is None:

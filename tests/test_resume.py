@@ -157,6 +157,29 @@ def test_without_the_checkpoint_the_run_differs(tiny_bert, corpus, tmp_path):
         assert_same_weights(straight / "model-last", split / "model-last")
 
 
+def test_auto_resume_starts_the_run_or_continues_it(tiny_bert, corpus, tmp_path):
+    """resume="auto" (the workflow's --auto-resume): with no checkpoint it starts the run; run again
+    after a stop, it continues it to the uninterrupted run's parameters; finished, a rerun starts anew."""
+    straight = tmp_path / "straight"
+    train(CONFIG, straight, overrides=overrides(tiny_bert, corpus), checkpoint_every=0)
+    split = tmp_path / "split"
+    settings = overrides(tiny_bert, corpus, signal_step=6)
+    assert train(CONFIG, split, overrides=settings, resume="auto", checkpoint_every=0) is False
+    assert json.loads((checkpoint_path(split) / resume.PROGRESS_FILE).read_text())["step"] == 6
+    assert train(CONFIG, split, overrides=settings, resume="auto", checkpoint_every=0) is True
+    assert not checkpoint_path(split).exists()
+    assert_same_weights(straight / "model-last", split / "model-last")
+    assert_same_weights(straight / "model-best", split / "model-best")
+    # finished: the same command starts a new run (stopped here at step 2)
+    assert train(CONFIG, split, overrides=overrides(tiny_bert, corpus, signal_step=2), resume="auto") is False
+    assert json.loads((checkpoint_path(split) / resume.PROGRESS_FILE).read_text())["step"] == 2
+    changed = overrides(tiny_bert, corpus, signal_step=2, **{"training.optimizer.learn_rate.initial_rate": 0.002})
+    with pytest.raises(ResumeError, match=r"Cannot resume: the config differs .* or delete .*checkpoint to start"):
+        train(CONFIG, split, overrides=changed, resume="auto")
+    with pytest.raises(ResumeError, match="resume must be True, False or 'auto', not 'yes'"):
+        train(CONFIG, split, overrides=settings, resume="yes")
+
+
 def test_bad_starts_are_refused_and_lose_nothing(tiny_bert, corpus, tmp_path):
     out = tmp_path / "run"
     settings = overrides(tiny_bert, corpus, signal_step=2)
@@ -176,6 +199,11 @@ def test_bad_starts_are_refused_and_lose_nothing(tiny_bert, corpus, tmp_path):
     last = (out / "model-last" / "ner_bert" / "model").read_bytes()
     DocBin(docs=list(DocBin().from_bytes(full).get_docs(spacy.blank("en").vocab))[:15]).to_disk(corpus / "train.spacy")
     with pytest.raises(ResumeError, match="trained on 20 examples, the training corpus now has 15"):
+        train(CONFIG, out, overrides=settings, resume=True)
+    assert (out / "model-last" / "ner_bert" / "model").read_bytes() == last
+    # the same number of examples, other content (the docs reordered): refused too
+    DocBin(docs=list(DocBin().from_bytes(full).get_docs(spacy.blank("en").vocab))[::-1]).to_disk(corpus / "train.spacy")
+    with pytest.raises(ResumeError, match=r"the training corpus \(.*train\.spacy\) has changed since the run started"):
         train(CONFIG, out, overrides=settings, resume=True)
     assert (out / "model-last" / "ner_bert" / "model").read_bytes() == last
     (corpus / "train.spacy").write_bytes(full)
@@ -207,3 +235,5 @@ def test_the_command_stops_at_its_time_limit_and_resumes(tiny_bert, corpus, tmp_
     assert "Resumed from" in second.stdout and "after step 0" in second.stdout
     again = subprocess.run(args + ["--resume"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert again.returncode == 1 and "no checkpoint to resume" in again.stderr
+    both = subprocess.run(args + ["--resume", "--auto-resume"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert both.returncode == 1 and "--resume and --auto-resume: give one of them" in both.stderr
