@@ -1,14 +1,19 @@
 """The spaCy project `demo` chain end to end, on a tiny synthetic GMB zip with the tiny encoder."""
 import hashlib
 import json
+import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from spacy_ner_bert.resume import _find_checkpoint
 
 ROOT = Path(__file__).parent.parent
 NEMO_LABELS = (ROOT / "configs" / "gmb_labels.txt").read_text().split()
@@ -115,3 +120,43 @@ def test_assets_missing_says_where_it_looked(project, tmp_path):
                       "--vars.data_zip", "other.zip", "--vars.data_url", "none")
     assert out.returncode != 0
     assert str(tmp_path / "other.zip") in out.stderr and "not found" in out.stderr
+
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stopped_train_goes_on_when_run_again(project, tiny_bert, signum):
+    """The workflow trains with --auto-resume. Stopped by Ctrl-C or SIGTERM (sent to the process group,
+    as a terminal or a job scheduler does), `train-demo` leaves a checkpoint, and running the command
+    again continues the run to its end. (On Ctrl-C, weasel kills the command a moment later, so the
+    checkpoint may be the last periodic one, vars.checkpoint_every.)"""
+    proj, data, sha = project
+    overrides = [
+        "--vars.encoder", tiny_bert, "--vars.data_dir", str(data), "--vars.data_sha256", sha,
+        "--vars.demo_train_limit", "200", "--vars.demo_dev_size", "20", "--vars.demo_test_limit", "40",
+        "--vars.demo_max_steps", "100", "--vars.demo_eval_frequency", "10", "--vars.demo_batch_size", "30",
+        "--vars.checkpoint_every", "5",
+    ]
+    for command in ("assets", "convert-demo"):
+        assert run_project(proj, command, *overrides).returncode == 0
+    shutil.rmtree(proj / "training" / "demo", ignore_errors=True)
+    args = [sys.executable, "-m", "spacy", "project", "run", "train-demo", str(proj), *overrides]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=proj,
+                             start_new_session=True)
+    deadline = time.time() + 300
+    while not (proj / "training/demo/checkpoint/progress.json").exists():  # the first one: after step 4
+        assert first.poll() is None and time.time() < deadline, "train-demo ended before it could be stopped"
+        time.sleep(0.05)
+    os.killpg(first.pid, signum)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode != 0
+    saved = _find_checkpoint(proj / "training/demo")  # checkpoint/, or checkpoint.old/ if killed mid-swap
+    progress = json.loads((saved / "progress.json").read_text())
+    assert 4 <= progress["step"] < 99, out[-2000:]
+    again = run_project(proj, "train-demo", *overrides)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    said = " ".join(again.stdout.split())
+    where = saved.relative_to(proj)
+    assert f"Resumed from {where} after step {progress['step']} " in said, said[-2000:]
+    assert not (proj / "training/demo/checkpoint").exists()
+    meta = json.loads((proj / "training/demo/model-last/meta.json").read_text())
+    assert meta["performance"]  # the run's evaluations reached the saved pipeline
