@@ -58,6 +58,7 @@ from spacy.training.loop import (
 from thinc.api import Config, Model, Optimizer, constant, fix_random_seed, get_current_ops, set_gpu_allocator
 from thinc.util import to_numpy
 
+from .assets import sha256_of
 from .encoder_params import unique_shims
 
 CHECKPOINT = "checkpoint"
@@ -537,9 +538,8 @@ class _Batches:
             files = walk_corpus(self.corpus.path, FILE_TYPE) if self.corpus.path.exists() else []
             if files:
                 sha = hashlib.sha256()
-                for path in files:
-                    sha.update(str(path.relative_to(self.corpus.path)).encode())
-                    sha.update(path.read_bytes())
+                for path in files:  # each file's name and sha256, so a renamed or changed file counts
+                    sha.update(f"{path.relative_to(self.corpus.path)}\0{sha256_of(path)}\n".encode())
                 self._digest = sha.hexdigest()
         return self._digest
 
