@@ -58,13 +58,18 @@ def run_project(proj: Path, command: str, *overrides: str):
     return subprocess.run(args, capture_output=True, text=True, cwd=proj, timeout=600)
 
 
+def demo_overrides(project, tiny_bert, **demo_vars: str):
+    """--vars for a demo run on the synthetic zip and the tiny BERT; `demo_vars` set or replace vars."""
+    _, data, sha = project
+    values = {"encoder": tiny_bert, "data_dir": str(data), "data_sha256": sha, "demo_train_limit": "200",
+              "demo_dev_size": "20", "demo_test_limit": "40", "demo_max_steps": "2", "demo_eval_frequency": "1",
+              **demo_vars}
+    return [arg for name, value in values.items() for arg in (f"--vars.{name}", value)]
+
+
 def test_demo_workflow(project, tiny_bert):
-    proj, data, sha = project
-    overrides = [
-        "--vars.encoder", tiny_bert, "--vars.data_dir", str(data), "--vars.data_sha256", sha,
-        "--vars.demo_train_limit", "200", "--vars.demo_dev_size", "20", "--vars.demo_test_limit", "40",
-        "--vars.demo_max_steps", "2", "--vars.demo_eval_frequency", "1", "--vars.vis_docs", "5",
-    ]
+    proj = project[0]
+    overrides = demo_overrides(project, tiny_bert, vis_docs="5")
     out = run_project(proj, "demo", *overrides)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     # the NeMo-format table is printed, and NeMo's published row beside ours
@@ -129,13 +134,9 @@ def test_a_stopped_train_goes_on_when_run_again(project, tiny_bert, signum):
     as a terminal or a job scheduler does), `train-demo` leaves a checkpoint, and running the command
     again continues the run to its end. (On Ctrl-C, weasel kills the command a moment later, so the
     checkpoint may be the last periodic one, vars.checkpoint_every.)"""
-    proj, data, sha = project
-    overrides = [
-        "--vars.encoder", tiny_bert, "--vars.data_dir", str(data), "--vars.data_sha256", sha,
-        "--vars.demo_train_limit", "200", "--vars.demo_dev_size", "20", "--vars.demo_test_limit", "40",
-        "--vars.demo_max_steps", "100", "--vars.demo_eval_frequency", "10", "--vars.demo_batch_size", "30",
-        "--vars.checkpoint_every", "5",
-    ]
+    proj = project[0]
+    overrides = demo_overrides(project, tiny_bert, demo_max_steps="100", demo_eval_frequency="10",
+                               demo_batch_size="30", checkpoint_every="5")
     for command in ("assets", "convert-demo"):
         assert run_project(proj, command, *overrides).returncode == 0
     shutil.rmtree(proj / "training" / "demo", ignore_errors=True)
