@@ -575,3 +575,67 @@ def test_probe_scores_frozen_encoders(tiny_bert, tmp_path):
     (tmp_path / "labels.txt").write_text("O\nB-PER\nI-PER\n")
     with pytest.raises(SystemExit):
         probe.main(args)  # LOC, ORG, TIME, MISC tags are not in the label file
+
+
+PIECES_LOG = """=== start Thu Dec  3 15:43:33 UTC 2026 ===
+\x1b[38;5;4m\u2139 Using CPU\x1b[0m
+E    #       LOSS NER_BERT  ENTS_F  TOKEN_MACRO_F  SCORE 
+---  ------  -------------  ------  -------------  ------
+  0       0           2.36    1.44           2.98    0.03
+  0    3900        1234.50   81.54          75.25    0.75
+\x1b[38;5;3m\u26a0 Stopped after step 4210 (the 115-minute limit); checkpoint in training/x/checkpoint: rerun\x1b[0m
+\tCommand being timed: "python -m spacy_ner_bert train c.cfg --seed 3 --max-minutes 115 --auto-resume"
+\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:56:02
+\tMaximum resident set size (kbytes): 3395672
+\tExit status: 3
+=== resume Fri Dec  4 10:00:00 UTC 2026 ===
+\x1b[38;5;4m\u2139 Resumed from training/x/checkpoint after step 4210 (epoch 0); 2 steps\x1b[0m
+  1    7800         900.00   80.85          75.17    0.75
+\x1b[38;5;2m\u2714 Saved pipeline to output directory\x1b[0m
+training/x/model-last
+\tCommand being timed: "python -m spacy_ner_bert train c.cfg --max-minutes=70.5 --auto-resume"
+\tElapsed (wall clock) time (h:mm:ss or m:ss): 19:48.26
+\tMaximum resident set size (kbytes): 3245252
+\tExit status: 0
+"""
+
+
+def test_collect_run_reads_pieces_rows_and_scores(tmp_path, capsys):
+    """collect_run splits the log at its "=== " lines and keeps each piece's resume and stop step, limit,
+    wall time, exit status and RSS, and every validation row (scaled to fractions); scores are joined
+    as read; a wrong session count, a log without pieces and a missing evaluate file are refused."""
+    collect_run = benchmark_module("collect_run")
+    log = tmp_path / "run.log"
+    log.write_text(PIECES_LOG, encoding="utf8")
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "token_report.json").write_text('{"macro avg": {"f1-score": 0.75}}')
+    (metrics / "entity_scores.json").write_text('{"f": 0.83}')
+    (tmp_path / "cal.json").write_text('{"chosen_tau": -0.2}')
+    out = tmp_path / "record.json"
+    collect_run.main([str(log), "--out", str(out), "--sessions", "37,38", "--metrics", str(metrics),
+                      "--calibration", str(tmp_path / "cal.json"), "--command", "CMD"])
+    record = json.loads(out.read_text())
+    first, second = record["train"]["pieces"]
+    assert first == {"marker": "=== start Thu Dec  3 15:43:33 UTC 2026 ===", "resumed_after": None,
+                     "until_step": 4210, "why": "the 115-minute limit", "max_minutes": 115, "wall": "1:56:02",
+                     "exit": 3, "peak_rss_kb": 3395672, "session": 37}
+    assert (second["resumed_after"], second["until_step"], second["max_minutes"], second["wall"],
+            second["exit"], second["session"]) == (4210, "end", 70.5, "19:48.26", 0, 38)
+    assert record["train"]["validation_rows"] == {
+        "0": {"token_macro_f": 0.0298, "ents_f": 0.0144}, "3900": {"token_macro_f": 0.7525, "ents_f": 0.8154},
+        "7800": {"token_macro_f": 0.7517, "ents_f": 0.8085}}
+    assert record["train"]["command"] == "CMD" and record["calibration"] == {"chosen_tau": -0.2}
+    assert record["test_token_report"]["macro avg"]["f1-score"] == 0.75 and record["test_entity_scores"]["f"] == 0.83
+    assert "bootstrap_test" not in record and "piece 38: after 4210 -> end" in capsys.readouterr().out
+
+    with pytest.raises(ValueError, match="--sessions gives 1 sessions, but .* has 2 pieces"):
+        collect_run.collect(log, sessions=[37])
+    empty = tmp_path / "empty.log"
+    empty.write_text("nothing here\n")
+    with pytest.raises(ValueError, match="no training piece found"):
+        collect_run.collect(empty)
+    (metrics / "entity_scores.json").unlink()
+    with pytest.raises(SystemExit):
+        collect_run.main([str(log), "--out", str(out), "--metrics", str(metrics)])
+    assert "has no entity_scores.json" in capsys.readouterr().err
