@@ -19,8 +19,9 @@ from typing import List, Optional
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$")
-RESUMED = re.compile(r"Resumed from .* after step (\d+)")
-STOPPED = re.compile(r"Stopped after step (\d+) \(([^)]*)\)")
+# wasabi wraps its messages at 80 columns, so a message's words may be split over lines
+RESUMED = re.compile(r"Resumed\s+from\s+\S+\s+after\s+step\s+(\d+)")
+STOPPED = re.compile(r"Stopped\s+after\s+step\s+(\d+)\s+\(([^)]*)\)")
 MAX_MINUTES = re.compile(r"--max-minutes[ =](\S+)")
 TIMED = {"Command being timed": "command", "Elapsed (wall clock) time (h:mm:ss or m:ss)": "wall",
          "Exit status": "exit", "Maximum resident set size (kbytes)": "peak_rss_kb"}
@@ -47,11 +48,8 @@ def read_log(path: Path) -> dict:
             if line.startswith("=== "):
                 continue
         piece = pieces[-1]
-        if (m := RESUMED.search(line)):
-            piece["resumed_after"] = int(m.group(1))
-        elif (m := STOPPED.search(line)):
-            piece["until_step"], piece["why"] = int(m.group(1)), m.group(2)
-        elif "Saved pipeline to output directory" in line:
+        piece.setdefault("_text", []).append(line)
+        if "Saved pipeline to output directory" in line:
             piece["until_step"] = "end"
         elif (m := ROW.match(line)):
             step, ents_f, token_f = int(m.group(2)), float(m.group(4)), float(m.group(5))
@@ -67,6 +65,12 @@ def read_log(path: Path) -> dict:
                     piece["max_minutes"] = _number(found.group(1)) if found else None
                 else:
                     piece[field] = value.strip() if field == "wall" else int(value)
+    for piece in pieces:
+        text = "\n".join(piece.pop("_text", []))
+        if (m := RESUMED.search(text)):
+            piece["resumed_after"] = int(m.group(1))
+        if (m := STOPPED.search(text)):
+            piece["until_step"], piece["why"] = int(m.group(1)), " ".join(m.group(2).split())
     if not any(p["exit"] is not None or p["until_step"] is not None or p["resumed_after"] is not None
                for p in pieces):
         raise ValueError(f"{path}: no training piece found (no resume, stop or /usr/bin/time lines)")

@@ -583,13 +583,15 @@ E    #       LOSS NER_BERT  ENTS_F  TOKEN_MACRO_F  SCORE
 ---  ------  -------------  ------  -------------  ------
   0       0           2.36    1.44           2.98    0.03
   0    3900        1234.50   81.54          75.25    0.75
-\x1b[38;5;3m\u26a0 Stopped after step 4210 (the 115-minute limit); checkpoint in training/x/checkpoint: rerun\x1b[0m
+\x1b[38;5;3m\u26a0 Stopped after step 4210 (the 115-minute limit); checkpoint in
+training/x/checkpoint: rerun\x1b[0m
 \tCommand being timed: "python -m spacy_ner_bert train c.cfg --seed 3 --max-minutes 115 --auto-resume"
 \tElapsed (wall clock) time (h:mm:ss or m:ss): 1:56:02
 \tMaximum resident set size (kbytes): 3395672
 \tExit status: 3
 === resume Fri Dec  4 10:00:00 UTC 2026 ===
-\x1b[38;5;4m\u2139 Resumed from training/x/checkpoint after step 4210 (epoch 0); 2 steps\x1b[0m
+\x1b[38;5;4m\u2139 Resumed from training/a_long_output_folder_name/checkpoint after
+step 4210 (epoch 0); 2 steps\x1b[0m
   1    7800         900.00   80.85          75.17    0.75
 \x1b[38;5;2m\u2714 Saved pipeline to output directory\x1b[0m
 training/x/model-last
