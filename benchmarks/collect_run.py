@@ -38,6 +38,7 @@ def read_log(path: Path) -> dict:
         "validation_rows": {step: {"token_macro_f", "ents_f"}} (fractions, as spaCy's scores).
     """
     pieces: List[dict] = []
+    texts: List[List[str]] = []  # each piece's lines, read whole below (wasabi may wrap a message)
     rows = {}
     for number, raw in enumerate(path.read_text(encoding="utf8", errors="replace").splitlines(), start=1):
         line = ANSI.sub("", raw)
@@ -45,13 +46,12 @@ def read_log(path: Path) -> dict:
             pieces.append({"marker": line.strip() if line.startswith("=== ") else None, "resumed_after": None,
                            "until_step": None, "why": None, "max_minutes": None, "wall": None, "exit": None,
                            "peak_rss_kb": None})
+            texts.append([])
             if line.startswith("=== "):
                 continue
         piece = pieces[-1]
-        piece.setdefault("_text", []).append(line)
-        if "Saved pipeline to output directory" in line:
-            piece["until_step"] = "end"
-        elif (m := ROW.match(line)):
+        texts[-1].append(line)
+        if (m := ROW.match(line)):
             step, ents_f, token_f = int(m.group(2)), float(m.group(4)), float(m.group(5))
             if ents_f > 100 or token_f > 100:
                 raise ValueError(f"{path}, line {number}: a score above 100 in the row {line.strip()!r}")
@@ -63,10 +63,18 @@ def read_log(path: Path) -> dict:
                 if field == "command":
                     found = MAX_MINUTES.search(value)
                     piece["max_minutes"] = _number(found.group(1)) if found else None
+                elif field == "wall":
+                    piece[field] = value.strip()
                 else:
-                    piece[field] = value.strip() if field == "wall" else int(value)
-    for piece in pieces:
-        text = "\n".join(piece.pop("_text", []))
+                    try:
+                        piece[field] = int(value)
+                    except ValueError:
+                        raise ValueError(f"{path}, line {number}: {key!r} is not a whole number: "
+                                         f"{value.strip()!r}") from None
+    for piece, lines in zip(pieces, texts):
+        text = "\n".join(lines)
+        if "Saved pipeline to output directory" in text:
+            piece["until_step"] = "end"
         if (m := RESUMED.search(text)):
             piece["resumed_after"] = int(m.group(1))
         if (m := STOPPED.search(text)):

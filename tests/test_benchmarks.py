@@ -637,6 +637,10 @@ def test_collect_run_reads_pieces_rows_and_scores(tmp_path, capsys):
     empty.write_text("nothing here\n")
     with pytest.raises(ValueError, match="no training piece found"):
         collect_run.collect(empty)
+    bad = tmp_path / "bad.log"
+    bad.write_text(PIECES_LOG.replace("Exit status: 0", "Exit status: killed"), encoding="utf8")
+    with pytest.raises(ValueError, match=r"bad.log, line 22: 'Exit status' is not a whole number: 'killed'"):
+        collect_run.collect(bad)
     (metrics / "entity_scores.json").unlink()
     with pytest.raises(SystemExit):
         collect_run.main([str(log), "--out", str(out), "--metrics", str(metrics)])
