@@ -87,6 +87,42 @@ def build_transformer_encoder(
     return chain(chain(encoder, pass_batch()), first_wordpiece(grad_factor))
 
 
+@registry.architectures("spacy-ner-bert.TransformerEncoder.v2")
+def build_transformer_encoder_v2(
+    *,
+    name: str,
+    get_spans: Callable,
+    tokenizer_config: dict = SimpleFrozenDict(use_fast=True),
+    transformer_config: dict = SimpleFrozenDict(),
+    mixed_precision: bool = False,
+    grad_scaler_config: dict = SimpleFrozenDict(),
+    grad_factor: float = 1.0,
+    case_token_types: bool = False,
+) -> Model[List[Doc], List[Floats2d]]:
+    """TransformerEncoder.v1 that can also tell the encoder each wordpiece's casing.
+
+    case_token_types (bool): Set each wordpiece's token type to 1 where its characters hold an
+        upper-case letter (0 elsewhere), so an uncased encoder sees casing at its input through
+        its token-type embedding, which fine-tuning adapts (layers/wordpieces.py). Needs a fast
+        tokenizer and an encoder with two token types (BERT's); False: the same model as v1.
+    The other arguments: as TransformerEncoder.v1.
+    RETURNS (Model[List[Doc], List[Floats2d]]): One vector per token.
+    """
+    model = build_transformer_encoder(
+        name=name,
+        get_spans=get_spans,
+        tokenizer_config=tokenizer_config,
+        transformer_config=transformer_config,
+        mixed_precision=mixed_precision,
+        grad_scaler_config=grad_scaler_config,
+        grad_factor=grad_factor,
+    )
+    if case_token_types:
+        encoder = next(node for node in model.walk() if isinstance(node, TransformerModel))
+        encoder.attrs["case_token_types"] = True
+    return model
+
+
 @registry.architectures("spacy-ner-bert.TransformerListener.v1")
 def build_transformer_listener(
     *, grad_factor: float = 1.0, upstream: str = "*"

@@ -136,3 +136,114 @@ def test_sentence_spans_give_each_sentence_its_own_logits(tiny_bert, case):
     assert numpy.allclose(model.predict([document])[0], alone, atol=1e-5)
     strided = nlp.get_pipe("ner_bert").model
     assert not numpy.allclose(strided.predict([nlp.make_doc(" ".join(sents))])[0], alone, atol=1e-3)
+
+
+# --- casing at the encoder's input: TransformerEncoder.v2 case_token_types ---------------------
+
+ENCODER_V2 = "spacy-ner-bert.TransformerEncoder.v2"
+
+
+def _case_types_nlp(tiny_bert, on=True, head=None):
+    spacy.util.fix_random_seed(0)
+    nlp = spacy.blank("en")
+    model = copy.deepcopy(dict(DEFAULT_MODEL))
+    model["tok2vec"].update({"@architectures": ENCODER_V2, "name": tiny_bert, "case_token_types": on})
+    if head is not None:
+        model["head"] = head
+    nlp.add_pipe("ner_bert", config={"model": model})
+    examples = make_examples(nlp)
+    return nlp, examples, nlp.initialize(lambda: examples)
+
+
+def test_case_token_types_mark_the_wordpieces_with_upper_case(tiny_bert):
+    from transformers import AutoTokenizer
+
+    from spacy_ner_bert.layers import wordpieces
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    texts = ["John SMITH met iPhone fans", "all lower case 12", "", "Zürich ÉTÉ"]
+    encodings = wordpieces.encode_texts(tokenizer, texts)
+    width = max(len(e) for e in encodings) + 2
+    types = wordpieces.case_token_types(encodings, texts, width)
+    assert types.shape == (4, width) and types.dtype == numpy.int64
+    for row, (enc, text) in enumerate(zip(encodings, texts)):
+        marked = [text[a:b] for (a, b), t in zip(enc.offsets, types[row]) if t]
+        unmarked = [text[a:b] for (a, b), t in zip(enc.offsets, types[row]) if not t]
+        assert all(any(c.isupper() for c in piece) for piece in marked)
+        assert not any(c.isupper() for piece in unmarked for c in piece)
+        # every upper-case letter of the text lies in a marked piece; specials and padding are 0
+        assert sum(c.isupper() for c in "".join(marked)) == sum(c.isupper() for c in text)
+        assert types[row, 0] == 0 and not types[row, len(enc) - 1 :].any()
+    assert types[0].any() and types[3].any() and not types[1].any() and not types[2].any()
+
+
+def test_case_token_types_reach_the_encoder_and_survive_saving(tiny_bert):
+    nlp, examples, optimizer = _case_types_nlp(tiny_bert)
+    ner = nlp.get_pipe("ner_bert")
+    encoder = ner.encoder()
+    assert encoder.attrs["case_token_types"] is True
+    docs = [nlp.make_doc("Obama met Putin ."), nlp.make_doc("obama met putin .")]
+    batch, _ = encoder(docs, is_train=False)
+    assert batch.wordpieces.token_type_ids[0].any() and not batch.wordpieces.token_type_ids[1].any()
+    tok2vec = ner.model.get_ref("tok2vec")
+    upper, lower = tok2vec.predict(docs)
+    assert not numpy.allclose(upper, lower)  # the uncased tokenizer gives both the same ids
+    encoder.attrs["case_token_types"] = False
+    upper, lower = tok2vec.predict(docs)
+    numpy.testing.assert_allclose(upper, lower, rtol=1e-5, atol=1e-6)
+    encoder.attrs["case_token_types"] = True
+    for _ in range(40):
+        nlp.update(examples, sgd=optimizer, drop=0.0)
+    for text, ents in TRAIN_DATA:
+        assert ents_of(nlp(text)) == ents
+    with make_tempdir() as d:
+        nlp.to_disk(d)
+        loaded = spacy.load(d)
+    assert loaded.get_pipe("ner_bert").encoder().attrs["case_token_types"] is True
+    texts = [t for t, _ in TRAIN_DATA] + ["obama MET putin"]
+    numpy.testing.assert_allclose(
+        numpy.concatenate(loaded.get_pipe("ner_bert").logits([loaded.make_doc(t) for t in texts])),
+        numpy.concatenate(ner.logits([nlp.make_doc(t) for t in texts])), rtol=1e-5, atol=1e-5,
+    )
+
+
+def test_encoder_v2_without_case_token_types_is_v1(tiny_bert):
+    from util import initialized_nlp
+
+    v1, _ = initialized_nlp(tiny_bert)
+    v2, _, _ = _case_types_nlp(tiny_bert, on=False)
+    assert "case_token_types" not in v2.get_pipe("ner_bert").encoder().attrs
+    texts = [t for t, _ in TRAIN_DATA] + ["Obama met Putin .", "obama met putin ."]
+    numpy.testing.assert_array_equal(
+        numpy.concatenate(v2.get_pipe("ner_bert").logits([v2.make_doc(t) for t in texts])),
+        numpy.concatenate(v1.get_pipe("ner_bert").logits([v1.make_doc(t) for t in texts])),
+    )
+
+
+def test_case_token_types_refused_where_the_encoder_cannot_take_them(tiny_bert, tmp_path):
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from spacy_ner_bert.checkpoints import export_hf
+    from spacy_ner_bert.checkpoints.common import CheckpointError
+    from spacy_ner_bert.layers.wordpieces import check_case_token_types
+
+    fast = AutoTokenizer.from_pretrained(tiny_bert)
+    slow = AutoTokenizer.from_pretrained(tiny_bert, use_fast=False)
+
+    def encoder(tokenizer, n_types=2):
+        return SimpleNamespace(tokenizer=tokenizer, transformer=SimpleNamespace(config=SimpleNamespace(type_vocab_size=n_types)))
+
+    check_case_token_types(encoder(fast))
+    with pytest.raises(ValueError, match="case_token_types = true needs a fast tokenizer"):
+        check_case_token_types(encoder(slow))
+    with pytest.raises(ValueError, match="at least 2 token types; this one has 1"):
+        check_case_token_types(encoder(fast, n_types=1))
+    fast.model_input_names = ["input_ids", "attention_mask"]
+    with pytest.raises(ValueError, match="makes no token type ids"):
+        check_case_token_types(encoder(fast))
+    linear, _, _ = _case_types_nlp(tiny_bert, head={"@architectures": "spacy-ner-bert.LinearHead.v1"})
+    with pytest.raises(CheckpointError, match="token types"):
+        export_hf(linear, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()

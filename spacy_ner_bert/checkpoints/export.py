@@ -42,6 +42,11 @@ def export_hf(nlp, out_dir: Path, component: str = "ner_bert") -> Path:
             f"{component!r} listens to a shared transformer component: export needs the encoder "
             "inside the component (spacy-ner-bert.TransformerEncoder.v1)"
         )
+    if encoder.attrs.get("case_token_types"):
+        raise CheckpointError(
+            f"{component!r} marks casing in the encoder's token types (TransformerEncoder.v2 "
+            "case_token_types = true), which HF's token-classification pipeline does not set"
+        )
     require_empty_dir(out_dir)  # before the work, not only at the end
     transformer, tokenizer = encoder.transformer, encoder.tokenizer
     tags = list(pipe.tags.tags)

@@ -72,6 +72,8 @@ def pretokenized(cache: Dict[str, object]) -> Iterator[None]:
 def forward(model, docs: List[Doc], is_train: bool):
     """TransformerModel's forward: spans, wordpieces, alignment, then the HF model."""
     tokenizer = model.tokenizer
+    if model.attrs.get("case_token_types"):
+        check_case_token_types(model)
     if not is_fast(tokenizer):
         # Slow tokenizers have no offsets: spacy-transformers aligns by wordpiece strings.
         return st_transformer_model.forward(model, docs, is_train)
@@ -90,6 +92,8 @@ def forward(model, docs: List[Doc], is_train: bool):
     fresh = dict(zip(missing, encode_texts(tokenizer, missing))) if missing else {}
     encodings = [fresh[t] if t in fresh else cache[t] for t in texts]
     wordpieces = _wordpiece_batch(tokenizer, encodings)
+    if model.attrs.get("case_token_types"):
+        wordpieces.token_type_ids = case_token_types(encodings, texts, wordpieces.input_ids.shape[1])
     align = _alignment(flat_spans, texts, encodings, wordpieces.input_ids.shape[1])
     wordpieces, align = truncate_oversize_splits(wordpieces, align, tokenizer.model_max_length)
     model_output, bp_tensors = transformer(wordpieces, is_train)
@@ -102,6 +106,44 @@ def forward(model, docs: List[Doc], is_train: bool):
         return docs
 
     return output, backprop
+
+
+def case_token_types(encodings: Sequence, texts: Sequence[str], width: int) -> numpy.ndarray:
+    """Token types that carry casing into an uncased encoder: 1 for a wordpiece whose characters
+    in the original text hold an upper-case letter, 0 otherwise (special tokens and padding too).
+
+    An uncased tokenizer lowercases before splitting, so "Apple" and "apple" reach the encoder as
+    the same ids; BERT's token-type embedding (two types, one segment per window here) is the one
+    input the encoder already adds to every position, so type 1 can mark case there, where
+    attention sees it in context (the head's casing flags see one token at a time).
+
+    encodings (Sequence): The rows' fast-tokenizer encodings (offsets into each row's text).
+    texts (Sequence[str]): Each row's text.
+    width (int): The padded row length.
+    RETURNS (numpy.ndarray): (rows, width) int64 token type ids.
+    """
+    types = numpy.zeros((len(encodings), width), dtype="int64")
+    for row, (enc, text) in enumerate(zip(encodings, texts)):
+        upper = numpy.zeros(len(text) + 1, dtype="int64")
+        upper[1:] = numpy.cumsum(numpy.fromiter((c.isupper() for c in text), dtype=bool, count=len(text)))
+        offsets = numpy.asarray(enc.offsets, dtype="int64").reshape(-1, 2)
+        has_upper = upper[offsets[:, 1]] > upper[offsets[:, 0]]
+        types[row, : len(has_upper)] = has_upper
+    return types
+
+
+def check_case_token_types(model) -> None:
+    """Refuse case token types where the encoder cannot take them, naming the setting."""
+    setting = "TransformerEncoder.v2 case_token_types = true"
+    if not is_fast(model.tokenizer):
+        raise ValueError(f"[ner_bert] {setting} needs a fast tokenizer (character offsets).")
+    if "token_type_ids" not in model.tokenizer.model_input_names:
+        raise ValueError(f"[ner_bert] {setting}: the encoder's tokenizer makes no token type ids.")
+    n_types = getattr(model.transformer.config, "type_vocab_size", 0)
+    if n_types < 2:
+        raise ValueError(
+            f"[ner_bert] {setting} needs an encoder with at least 2 token types; this one has {n_types}."
+        )
 
 
 def _span_texts(doc: Doc, spans: Sequence[Span]) -> List[str]:
