@@ -6,7 +6,8 @@ wordpieces to spaCy tokens in a loop over Token objects. `forward` below builds 
 FullTransformerBatch (same spans, wordpiece ids, attention mask, strings and alignment; tested
 against spacy-transformers' own forward) from the fast tokenizer's Rust encodings and numpy,
 and can reuse encodings made earlier for the same span texts (`pretokenized`), so that
-`nlp.pipe` tokenizes each text once for both length bucketing and the encoder.
+`nlp.pipe` tokenizes each text once for both length bucketing and the encoder. With the encoder's
+`case_token_types` attr (TransformerEncoder.v2) the token type ids carry casing instead (`case_token_types`).
 """
 import contextvars
 from contextlib import contextmanager
