@@ -98,13 +98,18 @@ def build_transformer_encoder_v2(
     grad_scaler_config: dict = SimpleFrozenDict(),
     grad_factor: float = 1.0,
     case_token_types: bool = False,
+    mask_rate: float = 0.0,
 ) -> Model[List[Doc], List[Floats2d]]:
-    """TransformerEncoder.v1 that can also tell the encoder each wordpiece's casing.
+    """TransformerEncoder.v1 that can also tell the encoder each wordpiece's casing, and mask
+    wordpieces in training.
 
     case_token_types (bool): Set each wordpiece's token type to 1 where its characters hold an
         upper-case letter (0 elsewhere), so an uncased encoder sees casing at its input through
         its token-type embedding, which fine-tuning adapts (layers/wordpieces.py). Needs a fast
         tokenizer and an encoder with two token types (BERT's); False: the same model as v1.
+    mask_rate (float): In training only, replace each wordpiece (special tokens and padding
+        excepted) by the tokenizer's mask token with this probability, an input noise that makes
+        the labels lean on context (needs a fast tokenizer with a mask token); 0: off, as v1.
     The other arguments: as TransformerEncoder.v1.
     RETURNS (Model[List[Doc], List[Floats2d]]): One vector per token.
     """
@@ -117,9 +122,15 @@ def build_transformer_encoder_v2(
         grad_scaler_config=grad_scaler_config,
         grad_factor=grad_factor,
     )
+    if not 0.0 <= mask_rate < 1.0:
+        raise ValueError(
+            f"[ner_bert] TransformerEncoder.v2 mask_rate must be a number in [0, 1), got {mask_rate!r}."
+        )
+    encoder = next(node for node in model.walk() if isinstance(node, TransformerModel))
     if case_token_types:
-        encoder = next(node for node in model.walk() if isinstance(node, TransformerModel))
         encoder.attrs["case_token_types"] = True
+    if mask_rate:
+        encoder.attrs["mask_rate"] = float(mask_rate)
     return model
 
 

@@ -7,7 +7,8 @@ FullTransformerBatch (same spans, wordpiece ids, attention mask, strings and ali
 against spacy-transformers' own forward) from the fast tokenizer's Rust encodings and numpy,
 and can reuse encodings made earlier for the same span texts (`pretokenized`), so that
 `nlp.pipe` tokenizes each text once for both length bucketing and the encoder. With the encoder's
-`case_token_types` attr (TransformerEncoder.v2) the token type ids carry casing instead (`case_token_types`).
+`case_token_types` attr (TransformerEncoder.v2) the token type ids carry casing instead (`case_token_types`);
+with its `mask_rate` attr, training batches have wordpieces replaced by the mask token (`mask_wordpieces`).
 """
 import contextvars
 from contextlib import contextmanager
@@ -75,6 +76,9 @@ def forward(model, docs: List[Doc], is_train: bool):
     tokenizer = model.tokenizer
     if model.attrs.get("case_token_types"):
         check_case_token_types(model)
+    mask_rate = model.attrs.get("mask_rate", 0.0) if is_train else 0.0
+    if mask_rate:
+        check_mask_rate(model)
     if not is_fast(tokenizer):
         # Slow tokenizers have no offsets: spacy-transformers aligns by wordpiece strings.
         return st_transformer_model.forward(model, docs, is_train)
@@ -95,6 +99,10 @@ def forward(model, docs: List[Doc], is_train: bool):
     wordpieces = _wordpiece_batch(tokenizer, encodings)
     if model.attrs.get("case_token_types"):
         wordpieces.token_type_ids = case_token_types(encodings, texts, wordpieces.input_ids.shape[1])
+    if mask_rate:
+        wordpieces.input_ids = mask_wordpieces(
+            wordpieces.input_ids, encodings, tokenizer.mask_token_id, mask_rate
+        )
     align = _alignment(flat_spans, texts, encodings, wordpieces.input_ids.shape[1])
     wordpieces, align = truncate_oversize_splits(wordpieces, align, tokenizer.model_max_length)
     model_output, bp_tensors = transformer(wordpieces, is_train)
@@ -145,6 +153,32 @@ def check_case_token_types(model) -> None:
         raise ValueError(
             f"[ner_bert] {setting} needs an encoder with at least 2 token types; this one has {n_types}."
         )
+
+
+def mask_wordpieces(input_ids: numpy.ndarray, encodings: Sequence, mask_id: int, rate: float) -> numpy.ndarray:
+    """Replace each wordpiece by `mask_id` with probability `rate` (numpy's global generator, which
+    spaCy's fix_random_seed seeds); special tokens and padding are kept.
+
+    input_ids (numpy.ndarray): (rows, width) wordpiece ids, row k made from encodings[k].
+    encodings (Sequence): The rows' fast-tokenizer encodings (their special-tokens masks).
+    mask_id (int): The tokenizer's mask token id.
+    rate (float): The probability, in [0, 1).
+    RETURNS (numpy.ndarray): A new array of ids.
+    """
+    maskable = numpy.zeros(input_ids.shape, dtype=bool)
+    for row, enc in enumerate(encodings):
+        maskable[row, : len(enc)] = numpy.asarray(enc.special_tokens_mask, dtype=bool) == 0
+    chosen = maskable & (numpy.random.random_sample(input_ids.shape) < rate)
+    return numpy.where(chosen, numpy.asarray(mask_id, dtype=input_ids.dtype), input_ids)
+
+
+def check_mask_rate(model) -> None:
+    """Refuse wordpiece masking where the tokenizer cannot do it, naming the setting."""
+    setting = f"TransformerEncoder.v2 mask_rate = {model.attrs['mask_rate']}"
+    if not is_fast(model.tokenizer):
+        raise ValueError(f"[ner_bert] {setting} needs a fast tokenizer.")
+    if model.tokenizer.mask_token_id is None:
+        raise ValueError(f"[ner_bert] {setting}: the encoder's tokenizer has no mask token.")
 
 
 def _span_texts(doc: Doc, spans: Sequence[Span]) -> List[str]:
