@@ -5,7 +5,7 @@ import numpy
 import pytest
 import spacy
 from spacy.util import make_tempdir
-from util import TRAIN_DATA, ents_of, make_examples
+from util import TRAIN_DATA, encoder_v2_nlp, ents_of, initialized_nlp, make_examples
 
 from spacy_ner_bert.layers.case_features import CASE_FEATURES, case_features
 from spacy_ner_bert.pipe import DEFAULT_MODEL
@@ -140,20 +140,6 @@ def test_sentence_spans_give_each_sentence_its_own_logits(tiny_bert, case):
 
 # --- casing at the encoder's input: TransformerEncoder.v2 case_token_types ---------------------
 
-ENCODER_V2 = "spacy-ner-bert.TransformerEncoder.v2"
-
-
-def _case_types_nlp(tiny_bert, on=True, head=None):
-    spacy.util.fix_random_seed(0)
-    nlp = spacy.blank("en")
-    model = copy.deepcopy(dict(DEFAULT_MODEL))
-    model["tok2vec"].update({"@architectures": ENCODER_V2, "name": tiny_bert, "case_token_types": on})
-    if head is not None:
-        model["head"] = head
-    nlp.add_pipe("ner_bert", config={"model": model})
-    examples = make_examples(nlp)
-    return nlp, examples, nlp.initialize(lambda: examples)
-
 
 def test_case_token_types_mark_the_wordpieces_with_upper_case(tiny_bert):
     from transformers import AutoTokenizer
@@ -178,7 +164,7 @@ def test_case_token_types_mark_the_wordpieces_with_upper_case(tiny_bert):
 
 
 def test_case_token_types_reach_the_encoder_and_survive_saving(tiny_bert):
-    nlp, examples, optimizer = _case_types_nlp(tiny_bert)
+    nlp, examples, optimizer = encoder_v2_nlp(tiny_bert, case_token_types=True)
     ner = nlp.get_pipe("ner_bert")
     encoder = ner.encoder()
     assert encoder.attrs["case_token_types"] is True
@@ -208,10 +194,8 @@ def test_case_token_types_reach_the_encoder_and_survive_saving(tiny_bert):
 
 
 def test_encoder_v2_without_case_token_types_is_v1(tiny_bert):
-    from util import initialized_nlp
-
     v1, _ = initialized_nlp(tiny_bert)
-    v2, _, _ = _case_types_nlp(tiny_bert, on=False)
+    v2, _, _ = encoder_v2_nlp(tiny_bert, case_token_types=False)
     assert "case_token_types" not in v2.get_pipe("ner_bert").encoder().attrs
     texts = [t for t, _ in TRAIN_DATA] + ["Obama met Putin .", "obama met putin ."]
     numpy.testing.assert_array_equal(
@@ -243,7 +227,9 @@ def test_case_token_types_refused_where_the_encoder_cannot_take_them(tiny_bert, 
     fast.model_input_names = ["input_ids", "attention_mask"]
     with pytest.raises(ValueError, match="makes no token type ids"):
         check_case_token_types(encoder(fast))
-    linear, _, _ = _case_types_nlp(tiny_bert, head={"@architectures": "spacy-ner-bert.LinearHead.v1"})
+    linear, _, _ = encoder_v2_nlp(
+        tiny_bert, head={"@architectures": "spacy-ner-bert.LinearHead.v1"}, case_token_types=True
+    )
     with pytest.raises(CheckpointError, match="token types"):
         export_hf(linear, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()

@@ -1,26 +1,11 @@
 """Wordpiece masking in training: TransformerEncoder.v2 mask_rate."""
-import copy
-
 import numpy
 import pytest
 import spacy
-from spacy.util import fix_random_seed, make_tempdir
-from util import TRAIN_DATA, initialized_nlp, make_examples
+from spacy.util import make_tempdir
+from util import TRAIN_DATA, encoder_v2_nlp, initialized_nlp
 
 from spacy_ner_bert.layers import wordpieces
-from spacy_ner_bert.pipe import DEFAULT_MODEL
-
-ENCODER_V2 = "spacy-ner-bert.TransformerEncoder.v2"
-
-
-def _masked_nlp(tiny_bert, rate):
-    fix_random_seed(0)
-    nlp = spacy.blank("en")
-    model = copy.deepcopy(dict(DEFAULT_MODEL))
-    model["tok2vec"].update({"@architectures": ENCODER_V2, "name": tiny_bert, "mask_rate": rate})
-    nlp.add_pipe("ner_bert", config={"model": model})
-    examples = make_examples(nlp)
-    return nlp, examples, nlp.initialize(lambda: examples)
 
 
 def test_mask_wordpieces_keeps_specials_and_padding(tiny_bert):
@@ -46,7 +31,7 @@ def test_mask_wordpieces_keeps_specials_and_padding(tiny_bert):
 
 
 def test_mask_rate_masks_training_batches_only(tiny_bert):
-    nlp, examples, optimizer = _masked_nlp(tiny_bert, 0.5)
+    nlp, examples, optimizer = encoder_v2_nlp(tiny_bert, mask_rate=0.5)
     ner = nlp.get_pipe("ner_bert")
     encoder = ner.encoder()
     assert encoder.attrs["mask_rate"] == 0.5
@@ -76,14 +61,14 @@ def test_mask_rate_masks_training_batches_only(tiny_bert):
 
 
 def test_encoder_v2_without_mask_rate_has_no_attr(tiny_bert):
-    nlp, _, _ = _masked_nlp(tiny_bert, 0.0)
+    nlp, _, _ = encoder_v2_nlp(tiny_bert, mask_rate=0.0)
     assert "mask_rate" not in nlp.get_pipe("ner_bert").encoder().attrs
 
 
 @pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
 def test_mask_rate_out_of_range_is_refused(tiny_bert, rate):
     with pytest.raises(ValueError, match=r"TransformerEncoder.v2 mask_rate must be a number in \[0, 1\)"):
-        _masked_nlp(tiny_bert, rate)
+        encoder_v2_nlp(tiny_bert, mask_rate=rate)
 
 
 def test_mask_rate_refused_where_the_tokenizer_cannot_mask(tiny_bert):

@@ -1,10 +1,14 @@
 """Shared test data and helpers."""
+import copy
 from typing import Dict, List, Optional, Tuple
 
 import spacy
 from spacy.language import Language
 from spacy.training import Example
 from spacy.util import fix_random_seed
+from thinc.api import Optimizer
+
+from spacy_ner_bert.pipe import DEFAULT_MODEL
 
 TRAIN_DATA = [
     ("John Smith visited New York in March .", [(0, 10, "PER"), (19, 27, "LOC"), (31, 36, "TIME")]),
@@ -36,6 +40,21 @@ def initialized_nlp(encoder: str, **extra) -> Tuple[Language, List[Example]]:
     examples = make_examples(nlp)
     nlp.initialize(lambda: examples)
     return nlp, examples
+
+
+def encoder_v2_nlp(encoder: str, head: Optional[Dict] = None, **settings) -> Tuple[Language, List[Example], Optimizer]:
+    """A blank English pipeline with ner_bert on TransformerEncoder.v2 (its `settings`, e.g.
+    case_token_types or mask_rate; `head` replaces the default head), initialized on TRAIN_DATA,
+    seed 0; the examples and the optimizer."""
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    model = copy.deepcopy(dict(DEFAULT_MODEL))
+    model["tok2vec"].update({"@architectures": "spacy-ner-bert.TransformerEncoder.v2", "name": encoder, **settings})
+    if head is not None:
+        model["head"] = head
+    nlp.add_pipe("ner_bert", config={"model": model})
+    examples = make_examples(nlp)
+    return nlp, examples, nlp.initialize(lambda: examples)
 
 
 def trained_nlp(encoder: str, steps: int = 60, head: Optional[Dict] = None, **extra) -> Language:
