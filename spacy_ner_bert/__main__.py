@@ -86,11 +86,16 @@ def train_command(
     checkpoint_every: int = typer.Option(1000, help="Save a checkpoint every this many steps (0: only when stopped)"),
     max_minutes: float = typer.Option(None, help="Stop with a checkpoint after the first step past this many minutes"),
     code: Path = typer.Option(None, "--code", "-c", help="Python file with registered functions to import (as spacy train's)"),
+    average_from: int = typer.Option(
+        None, help="Tail averaging: snapshot the parameters from this step on; model-averaged = their mean"
+    ),
+    average_every: int = typer.Option(1000, help="Steps between tail-averaging snapshots"),
 ):
     """spacy train that can stop and resume: the same run, with its state saved every
     --checkpoint-every steps, on SIGTERM/SIGINT and at --max-minutes. Config overrides as for spacy
     train (--section.key value). Exit status: 0 finished, 3 stopped with a checkpoint (--resume or
-    --auto-resume goes on)."""
+    --auto-resume goes on). With --average-from, a finished run also writes model-averaged: the mean
+    of the parameters snapshotted every --average-every steps from that step on, and the final ones."""
     from spacy.cli._util import import_code, parse_config_overrides, show_validation_error
 
     from .resume import ResumeError, train
@@ -108,7 +113,7 @@ def train_command(
         with show_validation_error(config_path):
             finished = train(config_path, output, overrides=overrides, use_gpu=gpu_id,
                              resume="auto" if auto_resume else resume, checkpoint_every=checkpoint_every,
-                             max_minutes=max_minutes)
+                             max_minutes=max_minutes, average_from=average_from, average_every=average_every)
     except ResumeError as err:
         _fail(err)
     raise typer.Exit(0 if finished else 3)

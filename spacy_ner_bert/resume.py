@@ -27,8 +27,15 @@ checkpoint and otherwise starts the run, so rerunning an interrupted `spacy proj
 A run stops cleanly, saving a checkpoint first, after `max_minutes` or on SIGTERM / SIGINT (at the
 end of the step in progress). Checkpoints are written to a temporary folder and swapped in, so a
 kill during the write leaves the previous one. The checkpoint is removed when the run finishes.
+
+Tail averaging (`average_from`, the command's `--average-from`): from that step on, every
+`average_every` steps, the parameters are saved to `OUTPUT/snapshots/`; when the run finishes, the
+mean of those snapshots and the final parameters is written as `OUTPUT/model-averaged` (one model,
+the weights of the last stretch of the run averaged, as stochastic weight averaging does). Saving a
+snapshot draws no random number, so the run itself (model-best, model-last) is the run without it.
 """
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -65,6 +72,8 @@ CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
 PROGRESS_FILE = "progress.json"
 CONFIG_FILE = "config.cfg"
+SNAPSHOTS = "snapshots"
+AVERAGED = "model-averaged"
 
 
 class ResumeError(ValueError):
@@ -84,6 +93,8 @@ def train(
     resume: Union[bool, str] = False,
     checkpoint_every: int = 1000,
     max_minutes: Optional[float] = None,
+    average_from: Optional[int] = None,
+    average_every: int = 1000,
     stdout: Optional[IO] = None,
     stderr: Optional[IO] = None,
 ) -> bool:
@@ -95,6 +106,8 @@ def train(
     use_gpu: GPU id, -1 for CPU. resume: True: continue the run whose checkpoint is in `output_path`;
         "auto": continue it if there is one, else start the run (a workflow that reruns the same command).
     max_minutes: stop (with a checkpoint) after the first step that ends past this many minutes.
+    average_from, average_every: tail averaging (None: off): snapshots after step `average_from` and
+        every `average_every` steps after it; `model-averaged` = their mean with the final parameters.
     stdout, stderr: where the console table and messages go (default: sys.stdout, sys.stderr).
     RETURNS (bool): True when the run finished, False when it stopped early with a checkpoint.
     """
@@ -105,6 +118,10 @@ def train(
         raise ResumeError(f"checkpoint_every must be 0 or more, not {checkpoint_every}")
     if max_minutes is not None and max_minutes <= 0:
         raise ResumeError(f"max_minutes must be more than 0, not {max_minutes}")
+    if average_from is not None and average_from < 0:
+        raise ResumeError(f"average_from must be 0 or more, not {average_from}")
+    if average_every < 1:
+        raise ResumeError(f"average_every must be 1 or more, not {average_every}")
     if not config_path.is_file():
         raise ResumeError(f"{config_path}: config file not found")
     config = util.load_config(config_path, overrides=dict(overrides or {}), interpolate=False)
@@ -120,14 +137,16 @@ def train(
     output_path.mkdir(parents=True, exist_ok=True)
     setup_gpu(use_gpu)
     nlp = init_nlp(config, use_gpu=use_gpu)
+    averaging = None if average_from is None else {"from": average_from, "every": average_every}
     if saved is not None:
         _check_same_config(nlp.config, saved)
-    return _train(nlp, output_path, saved, use_gpu, checkpoint_every, max_minutes, stdout or sys.stdout,
-                  stderr or sys.stderr)
+        _check_same_averaging(averaging, saved)
+    return _train(nlp, output_path, saved, use_gpu, checkpoint_every, max_minutes, averaging,
+                  stdout or sys.stdout, stderr or sys.stderr)
 
 
 def _train(nlp: Language, output_path: Path, saved: Optional[Path], use_gpu: int, checkpoint_every: int,
-           max_minutes: Optional[float], stdout: IO, stderr: IO) -> bool:
+           max_minutes: Optional[float], averaging: Optional[Dict[str, int]], stdout: IO, stderr: IO) -> bool:
     """spacy.training.loop.train and train_while_improving in one, with checkpoints."""
     from wasabi import Printer
 
@@ -161,6 +180,9 @@ def _train(nlp: Language, output_path: Path, saved: Optional[Path], use_gpu: int
     progress: Dict[str, Any] = {"step": -1, "epoch": 0, "results": [], "losses": {}, "words": 0, "seconds": 0}
     if saved is None:
         clean_output_dir(output_path)
+        for stale in (output_path / SNAPSHOTS, output_path / AVERAGED):
+            if stale.exists():  # another run's: never averaged into this one
+                shutil.rmtree(stale)
     else:
         progress = _restore(saved, nlp, optimizer, batches, dropouts, seed)
     stdout.write(msg.info(f"Pipeline: {nlp.pipe_names}") + "\n")
@@ -217,10 +239,13 @@ def _train(nlp: Language, output_path: Path, saved: Optional[Path], use_gpu: int
                 break
             if max_steps and step >= max_steps:
                 break
+            if averaging and step >= averaging["from"] and not (step - averaging["from"]) % averaging["every"]:
+                _save_snapshot(output_path, nlp, step)
             out_of_time = max_minutes is not None and timer() - start >= 60.0 * max_minutes
             if stop_requested or out_of_time or (checkpoint_every and not (step + 1) % checkpoint_every):
                 state = {"step": step, "epoch": epoch, "results": results, "losses": losses,
-                         "words": words_seen, "seconds": info["seconds"], "learn_rate": optimizer.learn_rate}
+                         "words": words_seen, "seconds": info["seconds"], "learn_rate": optimizer.learn_rate,
+                         "averaging": averaging}
                 where = _save(output_path, nlp, optimizer, state, batches.position())
                 if stop_requested or out_of_time:
                     why = f"signal {stop_requested[0]}" if stop_requested else f"the {max_minutes:g}-minute limit"
@@ -240,7 +265,97 @@ def _train(nlp: Language, output_path: Path, saved: Optional[Path], use_gpu: int
             if path.exists():
                 shutil.rmtree(path)
         stdout.write(msg.good("Saved pipeline to output directory", output_path / "model-last") + "\n")
+        if averaging:
+            _write_averaged(output_path, nlp, step, before_to_disk, stdout, msg)
     return finished
+
+
+def _snapshot_file(output_path: Path, step: int) -> Path:
+    return output_path / SNAPSHOTS / f"step-{step:07d}.pt"
+
+
+def _save_snapshot(output_path: Path, nlp: Language, step: int) -> None:
+    """Save every parameter after `step` (written aside, then renamed: a kill leaves no half file)."""
+    import torch
+
+    final = _snapshot_file(output_path, step)
+    final.parent.mkdir(exist_ok=True)
+    tmp = final.with_suffix(".tmp")
+    torch.save(_params(nlp), tmp)
+    os.replace(tmp, final)
+
+
+def snapshot_steps(output_path: Union[str, Path]) -> List[int]:
+    """The steps whose snapshots `output_path` holds, in order."""
+    folder = Path(output_path) / SNAPSHOTS
+    return sorted(int(p.stem.split("-")[1]) for p in folder.glob("step-*.pt")) if folder.is_dir() else []
+
+
+def average_params(params: Iterator[Dict[str, Any]]) -> Dict[str, Any]:
+    """The mean of parameter sets (as `_params` gives them), accumulated in float64; integer
+    tensors (e.g. BERT's position ids buffer) are taken from the last set, as they never train."""
+    import torch
+
+    total: Dict[str, Any] = {}
+    count = 0
+    for one in params:
+        count += 1
+        for where, values in one.items():
+            into = total.setdefault(where, {})
+            for name, value in values.items():
+                if isinstance(value, torch.Tensor) and not value.is_floating_point():
+                    into[name] = value
+                elif name in into:
+                    into[name] += value.double() if isinstance(value, torch.Tensor) else value
+                else:  # a float64 copy, never the set's own array
+                    into[name] = (value.to(torch.float64, copy=True) if isinstance(value, torch.Tensor)
+                                  else numpy.array(value, dtype="float64"))
+    if not count:
+        raise ResumeError("no parameters to average")
+    for values in total.values():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                values[name] = (value / count).float() if value.is_floating_point() else value
+            else:
+                values[name] = (value / count).astype("float32")
+    return total
+
+
+def _write_averaged(output_path: Path, nlp: Language, last_step: int, before_to_disk, stdout: IO, msg) -> None:
+    """model-averaged: the snapshots' mean with the final parameters (unless the last step was one)."""
+    import torch
+
+    steps = snapshot_steps(output_path)
+    if not steps:
+        stdout.write(msg.warn(f"No snapshot to average: the run ended at step {last_step}, before "
+                              f"--average-from; {AVERAGED} not written") + "\n")
+        return
+    final = _params(nlp)
+    with_final = steps[-1] != last_step
+    used = steps + ([last_step] if with_final else [])
+    sets = (torch.load(_snapshot_file(output_path, s), weights_only=False) for s in steps)
+    averaged = average_params(itertools.chain(sets, [final] if with_final else []))
+    target = output_path / AVERAGED
+    _load_params(nlp, averaged)
+    try:
+        if target.exists():
+            shutil.rmtree(target)
+        before_to_disk(nlp).to_disk(target)
+        (target / "averaged_steps.json").write_text(json.dumps({"steps": used}), encoding="utf8")
+    finally:
+        _load_params(nlp, final)
+    stdout.write(msg.good(f"Saved the mean of the parameters after steps {used[0]}..{used[-1]} "
+                          f"({len(used)} sets)", target) + "\n")
+
+
+def _check_same_averaging(averaging: Optional[Dict[str, int]], saved: Path) -> None:
+    """Refuse a resume whose tail averaging differs from the run's (its snapshots would not fit)."""
+    before = json.loads((saved / PROGRESS_FILE).read_text(encoding="utf8")).get("averaging")
+    if before != averaging:
+        def show(a):
+            return "off" if not a else f"--average-from {a['from']} --average-every {a['every']}"
+        raise ResumeError(f"{saved} was saved with tail averaging {show(before)}, not {show(averaging)}: "
+                          "resume with the run's own settings")
 
 
 def _on_stop_signals(flag: List[str]) -> Dict[int, Any]:

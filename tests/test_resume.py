@@ -237,3 +237,72 @@ def test_the_command_stops_at_its_time_limit_and_resumes(tiny_bert, corpus, tmp_
     assert again.returncode == 1 and "no checkpoint to resume" in again.stderr
     both = subprocess.run(args + ["--resume", "--auto-resume"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert both.returncode == 1 and "--resume and --auto-resume: give one of them" in both.stderr
+
+
+def params_of(path):
+    """Every parameter of the pipeline at `path`, keyed as the trainer's snapshots key them."""
+    return resume._params(spacy.load(path))
+
+
+def test_tail_averaging_writes_the_mean_and_leaves_the_run_as_it_was(tiny_bert, corpus, tmp_path, capsys):
+    """model-averaged holds the mean of the snapshots and the final parameters; model-best and
+    model-last are those of the run without averaging (a snapshot draws no random number)."""
+    settings = overrides(tiny_bert, corpus)
+    train(CONFIG, tmp_path / "plain", overrides=settings, checkpoint_every=0)
+    run = tmp_path / "avg"
+    assert train(CONFIG, run, overrides=settings, checkpoint_every=0, average_from=10, average_every=3) is True
+    assert_same_weights(tmp_path / "plain" / "model-last", run / "model-last")
+    assert_same_weights(tmp_path / "plain" / "model-best", run / "model-best")
+    assert resume.snapshot_steps(run) == [10, 13, 16]  # 3 epochs of 6 batches: steps 0-17
+    averaged_dir = run / resume.AVERAGED
+    assert json.loads((averaged_dir / "averaged_steps.json").read_text())["steps"] == [10, 13, 16, 17]
+    assert "after steps 10..17 (4 sets)" in capsys.readouterr().out
+
+    sets = [torch.load(resume._snapshot_file(run, s), weights_only=False) for s in (10, 13, 16)]
+    sets.append(params_of(run / "model-last"))
+    averaged = params_of(averaged_dir)
+    assert averaged.keys() == sets[0].keys()
+    moved = 0
+    for where, values in averaged.items():
+        for name, value in values.items():
+            stack = numpy.stack([numpy.asarray(one[where][name], dtype="float64") for one in sets])
+            integer = isinstance(value, torch.Tensor) and not value.is_floating_point()
+            expected = stack[-1] if integer else stack.mean(axis=0)  # integer buffers never train
+            numpy.testing.assert_allclose(numpy.asarray(value, dtype="float64"), expected, rtol=1e-5, atol=1e-6,
+                                          err_msg=f"{where} {name}")
+            moved += not numpy.allclose(stack[-1], stack[0])
+    assert moved > 10  # the snapshots differ: the mean is not any one of them
+    nlp = spacy.load(averaged_dir)
+    assert nlp("Peter lives in Berlin .").ents is not None
+
+
+def test_tail_averaging_survives_a_stop_and_its_settings_must_match(tiny_bert, corpus, tmp_path):
+    """Stopped after a snapshot and resumed, the run averages the same parameters as the straight run;
+    a resume with other averaging settings is refused, naming both; a new run drops old snapshots."""
+    settings = overrides(tiny_bert, corpus)
+    straight = tmp_path / "straight"
+    train(CONFIG, straight, overrides=settings, checkpoint_every=0, average_from=10, average_every=3)
+    split = tmp_path / "split"
+    stopping = overrides(tiny_bert, corpus, signal_step=12)
+    assert train(CONFIG, split, overrides=stopping, checkpoint_every=0, average_from=10, average_every=3) is False
+    assert resume.snapshot_steps(split) == [10]
+    with pytest.raises(ResumeError, match=r"tail averaging --average-from 10 --average-every 3, not off"):
+        train(CONFIG, split, overrides=stopping, resume=True)
+    with pytest.raises(ResumeError, match=r"--average-every 3, not --average-from 10 --average-every 4"):
+        train(CONFIG, split, overrides=stopping, resume=True, average_from=10, average_every=4)
+    assert train(CONFIG, split, overrides=stopping, resume=True, average_from=10, average_every=3) is True
+    assert_same_weights(straight / resume.AVERAGED, split / resume.AVERAGED)
+
+    assert train(CONFIG, split, overrides=settings, checkpoint_every=0) is True  # a new run, no averaging
+    assert resume.snapshot_steps(split) == [] and not (split / resume.AVERAGED).exists()
+
+
+def test_tail_averaging_past_the_end_or_bad_settings(tiny_bert, corpus, tmp_path, capsys):
+    settings = overrides(tiny_bert, corpus)
+    assert train(CONFIG, tmp_path / "late", overrides=settings, checkpoint_every=0, average_from=500) is True
+    assert "No snapshot to average: the run ended at step 17" in capsys.readouterr().out
+    assert not (tmp_path / "late" / resume.AVERAGED).exists() and (tmp_path / "late" / "model-last").is_dir()
+    with pytest.raises(ResumeError, match="average_every must be 1 or more, not 0"):
+        train(CONFIG, tmp_path / "bad", overrides=settings, average_from=1, average_every=0)
+    with pytest.raises(ResumeError, match="average_from must be 0 or more, not -1"):
+        train(CONFIG, tmp_path / "bad", overrides=settings, average_from=-1)
