@@ -20,9 +20,10 @@ place (the saved order, its used batches skipped), replays the schedules (learni
 the saved step, and loads the rest. On CPU the resumed run is the uninterrupted one: the same
 parameters, bit for bit (tests/test_resume.py). On a GPU it cannot be bit-identical: cupy's generator
 (the head's dropout masks) is reseeded from the seed and the step, and CUDA kernels are not
-deterministic anyway (resuming on a GPU has not been run yet). `resume="auto"` (the command's
-`--auto-resume`, which the project workflow uses) continues a stopped run if `OUTPUT` holds its
-checkpoint and otherwise starts the run, so rerunning an interrupted `spacy project run train` goes on.
+deterministic anyway (tests/test_gpu.py resumes a GPU checkpoint on the GPU and on the CPU).
+`resume="auto"` (the command's `--auto-resume`, which the project workflow uses) continues a stopped
+run if `OUTPUT` holds its checkpoint and otherwise starts the run, so rerunning an interrupted
+`spacy project run train` goes on.
 
 A run stops cleanly, saving a checkpoint first, after `max_minutes` or on SIGTERM / SIGINT (at the
 end of the step in progress). Checkpoints are written to a temporary folder and swapped in, so a

@@ -15,8 +15,6 @@ from spacy.tokens import DocBin
 from spacy_ner_bert import resume
 from spacy_ner_bert.resume import ResumeError, checkpoint_path, train
 
-from util import make_examples
-
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "minilm_cpu.cfg"
 
@@ -29,15 +27,6 @@ def signal_at(step: int):
             os.kill(os.getpid(), signal.SIGTERM)
 
     return before_update
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    nlp = spacy.blank("en")
-    docs = [eg.reference for eg in make_examples(nlp)] * 4  # 20 docs of 6-9 words
-    DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
-    DocBin(docs=docs[:5]).to_disk(tmp_path / "dev.spacy")
-    return tmp_path
 
 
 def overrides(tiny_bert, corpus, signal_step=-1, **extra):  # extra: more dot-key overrides
@@ -254,11 +243,16 @@ def test_tail_averaging_writes_the_mean_and_leaves_the_run_as_it_was(tiny_bert, 
     assert_same_weights(tmp_path / "plain" / "model-last", run / "model-last")
     assert_same_weights(tmp_path / "plain" / "model-best", run / "model-best")
     assert resume.snapshot_steps(run) == [10, 13, 16]  # 3 epochs of 6 batches: steps 0-17
-    averaged_dir = run / resume.AVERAGED
-    assert json.loads((averaged_dir / "averaged_steps.json").read_text())["steps"] == [10, 13, 16, 17]
     assert "after steps 10..17 (4 sets)" in capsys.readouterr().out
+    assert_averaged_is_the_mean(run, [10, 13, 16], 17)
 
-    sets = [torch.load(resume._snapshot_file(run, s), weights_only=False) for s in (10, 13, 16)]
+
+def assert_averaged_is_the_mean(run, snapshots, last):
+    """`run`'s model-averaged holds the mean of its snapshots after steps `snapshots` and of its final
+    parameters (model-last, after step `last`), the snapshots differ, and it loads and predicts."""
+    averaged_dir = run / resume.AVERAGED
+    assert json.loads((averaged_dir / "averaged_steps.json").read_text())["steps"] == snapshots + [last]
+    sets = [torch.load(resume._snapshot_file(run, s), weights_only=False) for s in snapshots]
     sets.append(params_of(run / "model-last"))
     averaged = params_of(averaged_dir)
     assert averaged.keys() == sets[0].keys()
