@@ -28,20 +28,12 @@ copy_out() {
   cat $OUT/summary.txt
 }
 source benchmarks/device/setup.sh
-# The stamper prefixes each log line with the seconds since the training started.
-cat > $W/stamp.py <<'PY'
-import sys, time
-t0 = time.time()
-for line in sys.stdin:
-    if line.strip():
-        print(f"{time.time() - t0:8.1f} {line.rstrip()}", flush=True)
-PY
 ( timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_registration.py \
     tests/test_wordpieces.py > $R/pytest_gpu.txt 2>&1 ) &
 LEFT=$(( WAIT - ($(date +%s) - T0) ))
 timeout $LEFT python3 -m spacy train configs/minilm_cpu.cfg --output $W/model \
     --paths.train /tmp/corpus/train.spacy --paths.dev /tmp/corpus/dev.spacy --paths.encoder /tmp/minilm \
-    --gpu-id 0 --system.seed $SEED 2>&1 | python3 $W/stamp.py > $R/train.log
+    --gpu-id 0 --system.seed $SEED 2>&1 | python3 benchmarks/device/stamp.py > $R/train.log
 echo "rc ${PIPESTATUS[0]} (124: stopped at WAIT)" > $R/train.rc
 wait
 if grep -q "^rc 0 " $R/train.rc; then

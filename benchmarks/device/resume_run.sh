@@ -34,18 +34,11 @@ print(f'piece 2: steps {a[\"step\"]}..{b[\"step\"]} in {b[\"seconds\"] - a[\"sec
 }
 source benchmarks/device/setup.sh
 SETUP=$(( $(date +%s) - T0 ))
-cat > $W/stamp.py <<'PY'
-import sys, time
-t0 = time.time()
-for line in sys.stdin:
-    if line.strip():
-        print(f"{time.time() - t0:8.1f} {line.rstrip()}", flush=True)
-PY
 ( timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_registration.py \
     tests/test_wordpieces.py > $R/pytest_gpu.txt 2>&1 ) &
 ARGS=(configs/minilm_cpu.cfg --output $W/run --checkpoint-every 1000 --paths.train /tmp/corpus/train.spacy
       --paths.dev /tmp/corpus/dev.spacy --paths.encoder /tmp/minilm --gpu-id $GPU --system.seed $SEED)
-python3 -m spacy_ner_bert train "${ARGS[@]}" --max-minutes $PIECE1 2>&1 | python3 $W/stamp.py > $R/piece1.log
+python3 -m spacy_ner_bert train "${ARGS[@]}" --max-minutes $PIECE1 2>&1 | python3 benchmarks/device/stamp.py > $R/piece1.log
 echo "piece 1: rc ${PIPESTATUS[0]} (3: stopped with a checkpoint)" >> $R/rc.txt
 cp $W/run/checkpoint/progress.json $R/progress_piece1.json 2>/dev/null
 wait  # the GPU tests: piece 2 has the GPU alone
@@ -53,7 +46,7 @@ wait  # the GPU tests: piece 2 has the GPU alone
 M2=$(python3 -c "print(max(0.5, ($WAIT - ($(date +%s) - $T0) - 60) / 60))")
 echo "piece 2: --max-minutes $M2" >> $R/rc.txt
 timeout -s TERM $(( WAIT - ($(date +%s) - T0) + 20 )) python3 -m spacy_ner_bert train "${ARGS[@]}" --resume \
-    --max-minutes $M2 2>&1 | python3 $W/stamp.py > $R/piece2.log
+    --max-minutes $M2 2>&1 | python3 benchmarks/device/stamp.py > $R/piece2.log
 echo "piece 2: rc ${PIPESTATUS[0]} (3: stopped with a checkpoint)" >> $R/rc.txt
 cp $W/run/checkpoint/progress.json $R/progress_piece2.json 2>/dev/null
 copy_out
