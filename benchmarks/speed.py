@@ -10,8 +10,12 @@ Contenders (each in its own subprocess, so each gets its own peak RSS):
                  size (PREDICT_TOKEN_BUDGET); no other pre- or post-processing
 
 Prints words/second, ratios, peak RSS, machine and threads; writes JSON to benchmarks/results/.
+With --gpu-id N every contender runs on CUDA device N (ner_bert and hf_token_pipe through
+spacy.require_gpu, hf through the pipeline's device, floor by moving the model and batches there) and
+its peak GPU memory is reported too; ner_bert_int8 is CPU-only (torch dynamic quantization) and is refused.
 
 usage: python benchmarks/speed.py --model HF_TOKEN_CLASSIFICATION_DIR [--texts FILE] [--n N] [--join K]
+           [--gpu-id N]
        python benchmarks/speed.py --make-model DIR   (MiniLM + a random IOB classifier, for speed only)
 A trained linear-head ner_bert becomes such a directory with `python -m spacy_ner_bert export-hf`.
 hf_token_pipe needs `pip install spacy-huggingface-pipelines` (the `bench` extra).
@@ -38,9 +42,13 @@ def load_texts(path: Path, n: int, join: int):
     return lines
 
 
-def run_contender(name: str, model: str, texts, batch_size: int, floor_budget: int):
+def run_contender(name: str, model: str, texts, batch_size: int, floor_budget: int, gpu_id: int = -1):
 
     words = sum(len(t.split()) for t in texts)
+    if gpu_id >= 0 and name in ("ner_bert", "hf_token_pipe"):
+        import spacy
+
+        spacy.require_gpu(gpu_id)
     if name in ("ner_bert", "ner_bert_int8"):
         import spacy
 
@@ -60,7 +68,7 @@ def run_contender(name: str, model: str, texts, batch_size: int, floor_budget: i
 
         # Long documents need the pipeline's chunking (stride), or it truncates them at 512 wordpieces.
         extra = {"stride": 32} if any(len(t.split()) > 300 for t in texts) else {}
-        pipe = pipeline("token-classification", model=model, aggregation_strategy="first", device=-1, **extra)
+        pipe = pipeline("token-classification", model=model, aggregation_strategy="first", device=gpu_id, **extra)
         pipe(texts[:batch_size], batch_size=batch_size)
         start = time.perf_counter()
         out = pipe(texts, batch_size=batch_size)
@@ -78,11 +86,11 @@ def run_contender(name: str, model: str, texts, batch_size: int, floor_budget: i
         elapsed = time.perf_counter() - start
         ents = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in docs]
     elif name == "floor":
-        elapsed = floor(model, texts, floor_budget)
+        elapsed = floor(model, texts, floor_budget, gpu_id=gpu_id)
         ents = None
     else:
         raise ValueError(name)
-    return {
+    result = {
         "contender": name,
         "words": words,
         "seconds": elapsed,
@@ -90,9 +98,15 @@ def run_contender(name: str, model: str, texts, batch_size: int, floor_budget: i
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "ents": ents,
     }
+    if gpu_id >= 0:
+        import torch
+
+        result["gpu"] = torch.cuda.get_device_name(gpu_id)
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(gpu_id) / 2**20
+    return result
 
 
-def floor(model: str, texts, budget: int, window: int = 128, overlap: int = 32) -> float:
+def floor(model: str, texts, budget: int, window: int = 128, overlap: int = 32, gpu_id: int = -1) -> float:
     """Seconds for the bare forward over all texts, built as well as we can.
 
     Wordpieces of each text (fast tokenizer, one call for all texts) are cut into windows of at
@@ -100,6 +114,7 @@ def floor(model: str, texts, budget: int, window: int = 128, overlap: int = 32) 
     strided spans do for long documents; windows are sorted by length and run in batches of at
     most `budget` padded wordpieces (--floor-budget; default ner_bert's PREDICT_TOKEN_BUDGET),
     encoder + classifier, under torch.inference_mode. Tokenizing is timed (every contender tokenizes); nothing else is done.
+    On a GPU (gpu_id >= 0) each batch is moved there, and the clock stops after the device has finished.
     """
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -107,7 +122,8 @@ def floor(model: str, texts, budget: int, window: int = 128, overlap: int = 32) 
     from spacy_ner_bert.pipe import length_buckets
 
     tok = AutoTokenizer.from_pretrained(model)
-    net = AutoModelForTokenClassification.from_pretrained(model).eval()
+    device = torch.device(f"cuda:{gpu_id}" if gpu_id >= 0 else "cpu")
+    net = AutoModelForTokenClassification.from_pretrained(model).eval().to(device)
     cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
     body, step = window - 2, window - 2 - overlap
 
@@ -123,12 +139,16 @@ def floor(model: str, texts, budget: int, window: int = 128, overlap: int = 32) 
             for row, i in enumerate(group):
                 input_ids[row, : len(windows[i])] = torch.tensor(windows[i])
                 mask[row, : len(windows[i])] = 1
-            net(input_ids=input_ids, attention_mask=mask).logits
+            net(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
 
     with torch.inference_mode():
         run(texts[:64])  # warm-up
+        if gpu_id >= 0:
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         run(texts)
+        if gpu_id >= 0:
+            torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
 
@@ -170,9 +190,13 @@ def main():
     ap.add_argument("--floor-budget", type=int, default=0,
                     help="padded wordpieces per floor batch (0 = ner_bert's PREDICT_TOKEN_BUDGET)")
     ap.add_argument("--contenders", default="ner_bert,ner_bert_int8,hf,hf_token_pipe,floor")
+    ap.add_argument("--gpu-id", type=int, default=-1, help="CUDA device to run every contender on (-1: CPU)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args()
+    if args.gpu_id >= 0 and "ner_bert_int8" in args.contenders.split(","):
+        ap.error(f"--contenders names ner_bert_int8, which runs on the CPU only (torch dynamic quantization), "
+                 f"and --gpu-id is {args.gpu_id}: leave ner_bert_int8 out of --contenders on a GPU")
     if args.make_model:
         make_model(Path(args.make_model))
         return
@@ -184,25 +208,29 @@ def main():
         from spacy_ner_bert.pipe import PREDICT_TOKEN_BUDGET
 
         budget = args.floor_budget or PREDICT_TOKEN_BUDGET
-        print(json.dumps(run_contender(args.child, args.model, texts, args.batch_size, budget)))
+        print(json.dumps(run_contender(args.child, args.model, texts, args.batch_size, budget, args.gpu_id)))
         return
     results = {}
     for name in args.contenders.split(","):
         cmd = [sys.executable, __file__, "--child", name, "--model", args.model, "--texts", args.texts,
                "--n", str(args.n), "--join", str(args.join), "--batch-size", str(args.batch_size),
-               "--threads", str(args.threads), "--floor-budget", str(args.floor_budget)]
+               "--threads", str(args.threads), "--floor-budget", str(args.floor_budget), "--gpu-id", str(args.gpu_id)]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode:
             sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
+    if args.gpu_id >= 0:
+        machine += f"; GPU {args.gpu_id}: {results[next(iter(results))]['gpu']}"
     print(f"machine: {machine}; threads: {args.threads}; docs: {len(texts)} (join={args.join}); "
           f"words: {results[next(iter(results))]['words']:,}; batch size {args.batch_size}")
-    print(f"{'contender':<15}{'words/s':>10}{'seconds':>10}{'peak RSS MB':>13}")
+    gpu_column = f"{'peak GPU MB':>13}" if args.gpu_id >= 0 else ""
+    print(f"{'contender':<15}{'words/s':>10}{'seconds':>10}{'peak RSS MB':>13}{gpu_column}")
     for name, r in results.items():
-        print(f"{name:<15}{r['words_per_s']:>10.0f}{r['seconds']:>10.2f}{r['peak_rss_mb']:>13.0f}")
-    summary = {"machine": machine, "threads": args.threads, "docs": len(texts), "join": args.join,
+        gpu_mb = f"{r['peak_gpu_mb']:>13.0f}" if args.gpu_id >= 0 else ""
+        print(f"{name:<15}{r['words_per_s']:>10.0f}{r['seconds']:>10.2f}{r['peak_rss_mb']:>13.0f}{gpu_mb}")
+    summary = {"machine": machine, "threads": args.threads, "gpu_id": args.gpu_id, "docs": len(texts), "join": args.join,
                "batch_size": args.batch_size, "floor_budget": args.floor_budget or "PREDICT_TOKEN_BUDGET",
                "command": " ".join([Path(sys.executable).name] + sys.argv), "results": {k: {kk: vv for kk, vv in v.items() if kk != "ents"} for k, v in results.items()}}
     for ours in ("ner_bert", "ner_bert_int8"):
@@ -222,7 +250,8 @@ def main():
         summary.update(ours_time_over_floor=ratio)
         print(f"ner_bert time / floor time: {ratio:.2f}x")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    path = Path(args.out) / f"speed_join{args.join}_n{len(texts)}.json"
+    device = f"_gpu{args.gpu_id}" if args.gpu_id >= 0 else ""
+    path = Path(args.out) / f"speed_join{args.join}_n{len(texts)}{device}.json"
     path.write_text(json.dumps(summary, indent=2))
     print(f"wrote {path}")
 

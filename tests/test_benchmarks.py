@@ -25,7 +25,8 @@ ROOT = Path(__file__).parent.parent
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
 
-def test_speed_benchmark_runs(tiny_bert, tmp_path):
+def run_speed(tiny_bert, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """benchmarks/speed.py on a random tiny token classifier and 40 short texts (joined 4 to a doc)."""
     config = BertConfig.from_pretrained(tiny_bert, id2label=dict(enumerate(LABELS)),
                                         label2id={label: i for i, label in enumerate(LABELS)})
     torch.manual_seed(0)
@@ -33,20 +34,33 @@ def test_speed_benchmark_runs(tiny_bert, tmp_path):
     AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "model")
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(["John Smith visited New York in March ."] * 20 + ["Obama met Putin ."] * 20))
-    out = tmp_path / "results"
-    run = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--model", str(tmp_path / "model"),
-         "--texts", str(texts), "--join", "4", "--batch-size", "4", "--threads", "1", "--out", str(out),
-         "--contenders", "ner_bert,ner_bert_int8,hf,floor"],
+         "--texts", str(texts), "--join", "4", "--batch-size", "4", "--threads", "1",
+         "--out", str(tmp_path / "results"), *args],
         capture_output=True, text=True,
     )
+
+
+def test_speed_benchmark_runs(tiny_bert, tmp_path):
+    run = run_speed(tiny_bert, tmp_path, "--contenders", "ner_bert,ner_bert_int8,hf,floor")
     assert run.returncode == 0, run.stderr[-3000:]
-    summary = json.loads((out / "speed_join4_n10.json").read_text())
+    summary = json.loads((tmp_path / "results" / "speed_join4_n10.json").read_text())
     assert set(summary["results"]) == {"ner_bert", "ner_bert_int8", "hf", "floor"}
     for result in summary["results"].values():
         assert result["words"] == 20 * 8 + 20 * 4 and result["words_per_s"] > 0
     assert 0.0 <= summary["entity_agreement_f1_ner_bert_hf"] <= 1.0
     assert "ner_bert time / floor time" in run.stdout
+    assert summary["gpu_id"] == -1 and "peak_gpu_mb" not in summary["results"]["ner_bert"]
+
+
+def test_speed_benchmark_refuses_int8_on_a_gpu(tiny_bert, tmp_path):
+    """int8 is torch's CPU-only dynamic quantization: asked for on a GPU, the script says which arguments
+    clash before it loads anything (so this needs no GPU)."""
+    run = run_speed(tiny_bert, tmp_path, "--contenders", "ner_bert,ner_bert_int8", "--gpu-id", "0")
+    assert run.returncode == 2
+    assert "ner_bert_int8" in run.stderr and "--gpu-id is 0" in run.stderr and "--contenders" in run.stderr
+    assert not (tmp_path / "results").exists()
 
 
 def _speed_config(tiny_bert, path: Path, **training) -> Path:

@@ -189,3 +189,19 @@ def test_tail_averaging_on_gpu(gpu, tiny_bert, corpus, tmp_path):
                         average_every=3) is True
     assert resume.snapshot_steps(run) == [10, 13, 16]
     assert_averaged_is_the_mean(run, [10, 13, 16], 17)
+
+
+def test_speed_benchmark_on_gpu(tiny_bert, tmp_path):
+    """benchmarks/speed.py --gpu-id 0: every contender runs on the device, reports its GPU memory, and
+    ner_bert's entities agree with the HF pipeline's (same weights) as on the CPU."""
+    import json
+
+    from test_benchmarks import run_speed
+
+    run = run_speed(tiny_bert, tmp_path, "--contenders", "ner_bert,hf,floor", "--gpu-id", "0")
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((tmp_path / "results" / "speed_join4_n10_gpu0.json").read_text())
+    assert summary["gpu_id"] == 0 and "GPU 0:" in summary["machine"]
+    for name, result in summary["results"].items():
+        assert result["words_per_s"] > 0 and result["peak_gpu_mb"] > 0, name
+    assert 0.0 <= summary["entity_agreement_f1_ner_bert_hf"] <= 1.0
