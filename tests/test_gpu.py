@@ -192,8 +192,8 @@ def test_tail_averaging_on_gpu(gpu, tiny_bert, corpus, tmp_path):
 
 
 def test_speed_benchmark_on_gpu(tiny_bert, tmp_path):
-    """benchmarks/speed.py --gpu-id 0: every contender runs on the device, reports its GPU memory, and
-    ner_bert's entities agree with the HF pipeline's (same weights) as on the CPU."""
+    """benchmarks/speed.py --gpu-id 0: every contender runs on the device and reports its GPU memory, and the
+    entity agreement between ner_bert and the HF pipeline (same weights) is computed as on the CPU."""
     import json
 
     from test_benchmarks import run_speed
