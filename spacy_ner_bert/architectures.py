@@ -99,6 +99,7 @@ def build_transformer_encoder_v2(
     grad_factor: float = 1.0,
     case_token_types: bool = False,
     mask_rate: float = 0.0,
+    mean_last_layers: int = 1,
 ) -> Model[List[Doc], List[Floats2d]]:
     """TransformerEncoder.v1 that can also tell the encoder each wordpiece's casing, and mask
     wordpieces in training.
@@ -110,9 +111,25 @@ def build_transformer_encoder_v2(
     mask_rate (float): In training only, replace each wordpiece (special tokens and padding
         excepted) by the tokenizer's mask token with this probability, an input noise that makes
         the labels lean on context (needs a fast tokenizer with a mask token); 0: off, as v1.
+    mean_last_layers (int): Give the head the mean of the encoder's last N hidden states (N = 2:
+        the last two layers'; up to the number of layers + 1, the embeddings' output included)
+        instead of the last layer's alone; the gradient reaches each of them through the mean.
+        Sets the HF config's output_hidden_states. 1: the last layer, as v1.
     The other arguments: as TransformerEncoder.v1.
     RETURNS (Model[List[Doc], List[Floats2d]]): One vector per token.
     """
+    if isinstance(mean_last_layers, bool) or not isinstance(mean_last_layers, int) or mean_last_layers < 1:
+        raise ValueError(
+            "[ner_bert] TransformerEncoder.v2 mean_last_layers must be a whole number >= 1, "
+            f"got {mean_last_layers!r}."
+        )
+    if mean_last_layers > 1:
+        if transformer_config.get("output_hidden_states", True) is not True:
+            raise ValueError(
+                f"[ner_bert] TransformerEncoder.v2 mean_last_layers = {mean_last_layers} needs the "
+                "encoder's hidden states: transformer_config must not set output_hidden_states = false."
+            )
+        transformer_config = {**transformer_config, "output_hidden_states": True}
     model = build_transformer_encoder(
         name=name,
         get_spans=get_spans,
@@ -131,6 +148,8 @@ def build_transformer_encoder_v2(
         encoder.attrs["case_token_types"] = True
     if mask_rate:
         encoder.attrs["mask_rate"] = float(mask_rate)
+    if mean_last_layers > 1:
+        encoder.attrs["mean_last_layers"] = mean_last_layers
     return model
 
 

@@ -47,6 +47,11 @@ def export_hf(nlp, out_dir: Path, component: str = "ner_bert") -> Path:
             f"{component!r} marks casing in the encoder's token types (TransformerEncoder.v2 "
             "case_token_types = true), which HF's token-classification pipeline does not set"
         )
+    if encoder.attrs.get("mean_last_layers", 1) > 1:
+        raise CheckpointError(
+            f"{component!r} averages the encoder's last {encoder.attrs['mean_last_layers']} hidden states "
+            "(TransformerEncoder.v2 mean_last_layers), where a HF token-classification model reads the last one"
+        )
     require_empty_dir(out_dir)  # before the work, not only at the end
     transformer, tokenizer = encoder.transformer, encoder.tokenizer
     tags = list(pipe.tags.tags)

@@ -8,7 +8,8 @@ against spacy-transformers' own forward) from the fast tokenizer's Rust encoding
 and can reuse encodings made earlier for the same span texts (`pretokenized`), so that
 `nlp.pipe` tokenizes each text once for both length bucketing and the encoder. With the encoder's
 `case_token_types` attr (TransformerEncoder.v2) the token type ids carry casing instead (`case_token_types`);
-with its `mask_rate` attr, training batches have wordpieces replaced by the mask token (`mask_wordpieces`).
+with its `mask_rate` attr, training batches have wordpieces replaced by the mask token (`mask_wordpieces`);
+with its `mean_last_layers` attr, the output is the mean of the encoder's last hidden states (`mean_last_layers`).
 """
 import contextvars
 from contextlib import contextmanager
@@ -81,7 +82,10 @@ def forward(model, docs: List[Doc], is_train: bool):
         check_mask_rate(model)
     if not is_fast(tokenizer):
         # Slow tokenizers have no offsets: spacy-transformers aligns by wordpiece strings.
-        return st_transformer_model.forward(model, docs, is_train)
+        output, backprop = st_transformer_model.forward(model, docs, is_train)
+        if model.attrs.get("mean_last_layers", 1) > 1:
+            mean_last_layers(output.model_output, model.attrs["mean_last_layers"])
+        return output, backprop
     transformer = model.layers[0]
     maybe_flush_pytorch_cache(chance=model.attrs.get("flush_cache_chance", 0))
     nested_spans = model.attrs["get_spans"](docs)
@@ -106,6 +110,8 @@ def forward(model, docs: List[Doc], is_train: bool):
     align = _alignment(flat_spans, texts, encodings, wordpieces.input_ids.shape[1])
     wordpieces, align = truncate_oversize_splits(wordpieces, align, tokenizer.model_max_length)
     model_output, bp_tensors = transformer(wordpieces, is_train)
+    if model.attrs.get("mean_last_layers", 1) > 1:
+        mean_last_layers(model_output, model.attrs["mean_last_layers"])
     output = FullTransformerBatch(
         spans=nested_spans, wordpieces=wordpieces, model_output=model_output, align=align
     )
@@ -179,6 +185,33 @@ def check_mask_rate(model) -> None:
         raise ValueError(f"[ner_bert] {setting} needs a fast tokenizer.")
     if model.tokenizer.mask_token_id is None:
         raise ValueError(f"[ner_bert] {setting}: the encoder's tokenizer has no mask token.")
+
+
+def mean_last_layers(model_output, n: int) -> None:
+    """Make `model_output`'s last_hidden_state the mean of the encoder's last `n` hidden states, in
+    place. spacy-transformers backpropagates into the encoder from the last_hidden_state of this same
+    object (read when the gradient comes), so the gradient reaches each of the `n` layers through
+    the mean, and no other code sees the difference.
+
+    model_output (ModelOutput): The HF encoder's output, with hidden_states (the embeddings' output,
+        then each layer's).
+    n (int): How many of the last hidden states to average (n > 1).
+    """
+    import torch
+
+    setting = f"TransformerEncoder.v2 mean_last_layers = {n}"
+    hidden_states = model_output.get("hidden_states")
+    if not hidden_states:
+        raise ValueError(
+            f"[ner_bert] {setting}: the encoder returned no hidden states "
+            "(its transformer_config has output_hidden_states = false)."
+        )
+    if len(hidden_states) < n:
+        raise ValueError(
+            f"[ner_bert] {setting}, but the encoder has only {len(hidden_states)} hidden states "
+            f"(the embeddings' and {len(hidden_states) - 1} layers')."
+        )
+    model_output["last_hidden_state"] = torch.stack(hidden_states[-n:]).mean(dim=0)
 
 
 def _span_texts(doc: Doc, spans: Sequence[Span]) -> List[str]:
