@@ -8,7 +8,7 @@ from spacy_transformers.data_classes import FullTransformerBatch
 from transformers.file_utils import ModelOutput
 from util import TRAIN_DATA, encoder_v2_nlp, initialized_nlp
 
-from spacy_ner_bert.layers.wordpieces import mean_last_layers
+from spacy_ner_bert.layers.wordpieces import is_fast, mean_last_layers
 
 
 def _encoder_inputs(batch):
@@ -20,11 +20,13 @@ def _encoder_inputs(batch):
     }
 
 
-@pytest.mark.parametrize("n", [2, 3])
-def test_output_is_the_mean_of_the_last_hidden_states(tiny_bert, n):
-    nlp, _, _ = encoder_v2_nlp(tiny_bert, mean_last_layers=n)
+@pytest.mark.parametrize("n,use_fast", [(2, True), (3, True), (2, False)])
+def test_output_is_the_mean_of_the_last_hidden_states(tiny_bert, n, use_fast):
+    # use_fast False: spacy-transformers' own forward (alignment by wordpiece strings)
+    nlp, _, _ = encoder_v2_nlp(tiny_bert, mean_last_layers=n, tokenizer_config={"use_fast": use_fast})
     encoder = nlp.get_pipe("ner_bert").encoder()
     assert encoder.attrs["mean_last_layers"] == n
+    assert is_fast(encoder.tokenizer) == use_fast
     docs = [nlp.make_doc(t) for t, _ in TRAIN_DATA]
     batch, _ = encoder(docs, is_train=False)
     # the same HF model run directly (the tiny BERT: 2 layers, so 3 hidden states)
