@@ -101,8 +101,8 @@ def build_transformer_encoder_v2(
     mask_rate: float = 0.0,
     mean_last_layers: int = 1,
 ) -> Model[List[Doc], List[Floats2d]]:
-    """TransformerEncoder.v1 that can also tell the encoder each wordpiece's casing, and mask
-    wordpieces in training.
+    """TransformerEncoder.v1 that can also tell the encoder each wordpiece's casing, mask
+    wordpieces in training, and give the head the mean of the encoder's last layers.
 
     case_token_types (bool): Set each wordpiece's token type to 1 where its characters hold an
         upper-case letter (0 elsewhere), so an uncased encoder sees casing at its input through

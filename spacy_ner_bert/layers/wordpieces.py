@@ -83,8 +83,7 @@ def forward(model, docs: List[Doc], is_train: bool):
     if not is_fast(tokenizer):
         # Slow tokenizers have no offsets: spacy-transformers aligns by wordpiece strings.
         output, backprop = st_transformer_model.forward(model, docs, is_train)
-        if model.attrs.get("mean_last_layers", 1) > 1:
-            mean_last_layers(output.model_output, model.attrs["mean_last_layers"])
+        _mean_layers_if_set(model, output.model_output)
         return output, backprop
     transformer = model.layers[0]
     maybe_flush_pytorch_cache(chance=model.attrs.get("flush_cache_chance", 0))
@@ -110,8 +109,7 @@ def forward(model, docs: List[Doc], is_train: bool):
     align = _alignment(flat_spans, texts, encodings, wordpieces.input_ids.shape[1])
     wordpieces, align = truncate_oversize_splits(wordpieces, align, tokenizer.model_max_length)
     model_output, bp_tensors = transformer(wordpieces, is_train)
-    if model.attrs.get("mean_last_layers", 1) > 1:
-        mean_last_layers(model_output, model.attrs["mean_last_layers"])
+    _mean_layers_if_set(model, model_output)
     output = FullTransformerBatch(
         spans=nested_spans, wordpieces=wordpieces, model_output=model_output, align=align
     )
@@ -212,6 +210,12 @@ def mean_last_layers(model_output, n: int) -> None:
             f"(the embeddings' and {len(hidden_states) - 1} layers')."
         )
     model_output["last_hidden_state"] = torch.stack(hidden_states[-n:]).mean(dim=0)
+
+
+def _mean_layers_if_set(model, model_output) -> None:
+    n = model.attrs.get("mean_last_layers", 1)
+    if n > 1:
+        mean_last_layers(model_output, n)
 
 
 def _span_texts(doc: Doc, spans: Sequence[Span]) -> List[str]:
