@@ -134,7 +134,9 @@ def test_export_refuses_the_mean(tiny_bert, tmp_path):
     from spacy_ner_bert.checkpoints import export_hf
     from spacy_ner_bert.checkpoints.common import CheckpointError
 
-    linear, _, _ = encoder_v2_nlp(tiny_bert, head={"@architectures": "spacy-ner-bert.LinearHead.v1"}, mean_last_layers=2)
+    linear, _, _ = encoder_v2_nlp(
+        tiny_bert, head={"@architectures": "spacy-ner-bert.LinearHead.v1"}, mean_last_layers=2
+    )
     with pytest.raises(CheckpointError, match="last 2 hidden states"):
         export_hf(linear, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
