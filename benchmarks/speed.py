@@ -3,6 +3,7 @@
 Contenders (each in its own subprocess, so each gets its own peak RSS):
   ner_bert       spaCy pipeline with the ner_bert component (nlp.pipe; spaCy tokenizer included)
   ner_bert_int8  the same, after spacy_ner_bert.quantize_int8 (opt-in fast path)
+  ner_bert_bf16  the same with cpu_bf16 = true (the encoder under torch's CPU autocast in bfloat16)
   hf             transformers.pipeline("token-classification", aggregation_strategy="first"), batched
   hf_token_pipe  spacy-huggingface-pipelines' hf_token_pipe (aggregation "first"), via nlp.pipe
   floor          the bare encoder+head forward, inference_mode: the fast tokenizer on all texts,
@@ -12,7 +13,8 @@ Contenders (each in its own subprocess, so each gets its own peak RSS):
 Prints words/second, ratios, peak RSS, machine and threads; writes JSON to benchmarks/results/.
 With --gpu-id N every contender runs on CUDA device N (ner_bert and hf_token_pipe through
 spacy.require_gpu, hf through the pipeline's device, floor by moving the model and batches there) and
-its peak GPU memory is reported too; ner_bert_int8 is CPU-only (torch dynamic quantization) and is refused.
+its peak GPU memory is reported too; ner_bert_int8 and ner_bert_bf16 are CPU-only (torch dynamic
+quantization, CPU autocast) and are refused.
 
 usage: python benchmarks/speed.py --model HF_TOKEN_CLASSIFICATION_DIR [--texts FILE] [--n N] [--join K]
            [--gpu-id N]
@@ -49,11 +51,11 @@ def run_contender(name: str, model: str, texts, batch_size: int, floor_budget: i
         import spacy
 
         spacy.require_gpu(gpu_id)
-    if name in ("ner_bert", "ner_bert_int8"):
+    if name in ("ner_bert", "ner_bert_int8", "ner_bert_bf16"):
         import spacy
 
         nlp = spacy.blank("en")
-        nlp.add_pipe("ner_bert", config={"checkpoint": model})
+        nlp.add_pipe("ner_bert", config={"checkpoint": model, "cpu_bf16": name == "ner_bert_bf16"})
         if name == "ner_bert_int8":
             from spacy_ner_bert import quantize_int8
 
@@ -189,14 +191,16 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--floor-budget", type=int, default=0,
                     help="padded wordpieces per floor batch (0 = ner_bert's PREDICT_TOKEN_BUDGET)")
-    ap.add_argument("--contenders", default="ner_bert,ner_bert_int8,hf,hf_token_pipe,floor")
+    ap.add_argument("--contenders", default="ner_bert,ner_bert_int8,ner_bert_bf16,hf,hf_token_pipe,floor")
     ap.add_argument("--gpu-id", type=int, default=-1, help="CUDA device to run every contender on (-1: CPU)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args()
-    if args.gpu_id >= 0 and "ner_bert_int8" in args.contenders.split(","):
-        ap.error(f"--contenders names ner_bert_int8, which runs on the CPU only (torch dynamic quantization), "
-                 f"and --gpu-id is {args.gpu_id}: leave ner_bert_int8 out of --contenders on a GPU")
+    cpu_only = {"ner_bert_int8": "torch dynamic quantization", "ner_bert_bf16": "torch's CPU autocast"}
+    for name in args.contenders.split(","):
+        if args.gpu_id >= 0 and name in cpu_only:
+            ap.error(f"--contenders names {name}, which runs on the CPU only ({cpu_only[name]}), "
+                     f"and --gpu-id is {args.gpu_id}: leave {name} out of --contenders on a GPU")
     if args.make_model:
         make_model(Path(args.make_model))
         return
@@ -233,7 +237,7 @@ def main():
     summary = {"machine": machine, "threads": args.threads, "gpu_id": args.gpu_id, "docs": len(texts), "join": args.join,
                "batch_size": args.batch_size, "floor_budget": args.floor_budget or "PREDICT_TOKEN_BUDGET",
                "command": " ".join([Path(sys.executable).name] + sys.argv), "results": {k: {kk: vv for kk, vv in v.items() if kk != "ents"} for k, v in results.items()}}
-    for ours in ("ner_bert", "ner_bert_int8"):
+    for ours in ("ner_bert", "ner_bert_int8", "ner_bert_bf16"):
         for other in ("hf", "hf_token_pipe"):
             if ours in results and other in results:
                 ratio = results[ours]["words_per_s"] / results[other]["words_per_s"]
@@ -241,10 +245,11 @@ def main():
                 summary[f"{ours}_over_{other}"] = ratio
                 summary[f"entity_agreement_f1_{ours}_{other}"] = agree
                 print(f"{ours} / {other} words/s: {ratio:.2f}x; entity agreement (F1 between the two): {agree:.4f}")
-    if "ner_bert" in results and "ner_bert_int8" in results:
-        agree = agreement(results["ner_bert"]["ents"], results["ner_bert_int8"]["ents"])
-        summary["entity_agreement_f1_ner_bert_ner_bert_int8"] = agree
-        print(f"entity agreement ner_bert vs ner_bert_int8: {agree:.4f}")
+    for fast in ("ner_bert_int8", "ner_bert_bf16"):
+        if "ner_bert" in results and fast in results:
+            agree = agreement(results["ner_bert"]["ents"], results[fast]["ents"])
+            summary[f"entity_agreement_f1_ner_bert_{fast}"] = agree
+            print(f"entity agreement ner_bert vs {fast}: {agree:.4f}")
     if "ner_bert" in results and "floor" in results:
         ratio = results["floor"]["words_per_s"] / results["ner_bert"]["words_per_s"]
         summary.update(ours_time_over_floor=ratio)

@@ -84,6 +84,7 @@ Decoded = Tuple[List[numpy.ndarray], List[numpy.ndarray]]
         "fused_adam": True,
         "checkpoint": None,
         "sort_buffer": DEFAULT_SORT_BUFFER,
+        "cpu_bf16": False,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
@@ -105,6 +106,7 @@ def make_ner_bert(
     fused_adam: bool,
     checkpoint: Optional[str],
     sort_buffer: int,
+    cpu_bf16: bool,
     scorer: Optional[Callable],
 ) -> "NERBert":
     """Create a BERT token-classification NER component.
@@ -149,6 +151,13 @@ def make_ner_bert(
     sort_buffer (int): nlp.pipe reads up to this many docs (at least its batch_size) and runs
         them in length-sorted sub-batches, so little of the encoder's work is padding. Lower it
         for lower latency on a stream; output order is always the input order.
+    cpu_bf16 (bool): Run the embedded encoder's forward pass under torch's CPU autocast in
+        bfloat16, in training and prediction: its matrix products in bfloat16; its weights,
+        gradients, layer norms and output stay float32. Faster on CPUs with bfloat16
+        instructions (AVX-512 BF16 or AMX), slower on others (BENCHMARKS.md); no effect on an
+        encoder on a GPU (mixed_precision is the GPU's autocast). Not saved with the weights:
+        each load takes it from the config, so it can be switched there for any pipeline.
+        Scores move by bfloat16's rounding. Only for an embedded encoder, not a listener.
     scorer (Optional[Callable]): Scoring method (spaCy's NER scorer by default).
     """
     if checkpoint:
@@ -166,7 +175,7 @@ def make_ner_bert(
                 distill_temperature=distill_temperature,
                 encoder_lr_scale=encoder_lr_scale, encoder_lr_decay=encoder_lr_decay,
                 adversarial_epsilon=adversarial_epsilon, fused_adam=fused_adam,
-                sort_buffer=sort_buffer, scorer=scorer,
+                sort_buffer=sort_buffer, cpu_bf16=cpu_bf16, scorer=scorer,
             )
             load_into_pipe(pipe, ckpt)
         finally:
@@ -188,6 +197,7 @@ def make_ner_bert(
         adversarial_epsilon=adversarial_epsilon,
         fused_adam=fused_adam,
         sort_buffer=sort_buffer,
+        cpu_bf16=cpu_bf16,
         scorer=scorer,
     )
 
@@ -283,6 +293,7 @@ class NERBert(TrainablePipe):
         adversarial_epsilon: float = 0.0,
         fused_adam: bool = True,
         sort_buffer: int = DEFAULT_SORT_BUFFER,
+        cpu_bf16: bool = False,
         scorer: Optional[Callable] = None,
     ) -> None:
         """Initialize the component.
@@ -302,6 +313,7 @@ class NERBert(TrainablePipe):
         adversarial_epsilon (float): Norm of the FGM step on the word embeddings in training (0 = off).
         fused_adam (bool): Update the encoder's parameters in torch's fused Adam kernel (training).
         sort_buffer (int): Docs read at a time by `pipe` before length-sorting (>= 1).
+        cpu_bf16 (bool): Run the embedded encoder under torch's CPU autocast in bfloat16.
         scorer (Optional[Callable]): The scoring method.
         """
         check_number("label_smoothing", label_smoothing, lambda x: 0.0 <= x < 1.0, "a number in [0, 1)")
@@ -317,6 +329,8 @@ class NERBert(TrainablePipe):
         check_number("sort_buffer", sort_buffer, lambda x: x >= 1, "an integer >= 1", integer=True)
         if not isinstance(fused_adam, bool):
             raise ValueError(f"[ner_bert] fused_adam must be true or false, not {fused_adam!r}.")
+        if not isinstance(cpu_bf16, bool):
+            raise ValueError(f"[ner_bert] cpu_bf16 must be true or false, not {cpu_bf16!r}.")
         self.fused_adam = fused_adam
         self.sort_buffer = sort_buffer
         self.encoder_lr_scale = float(encoder_lr_scale)
@@ -340,6 +354,8 @@ class NERBert(TrainablePipe):
             "distill_temperature": float(distill_temperature),
         }
         self._tags_cache: Optional[IOBTags] = None
+        if cpu_bf16:
+            self._set_cpu_bf16()
 
     # --- labels -------------------------------------------------------------------------
 
@@ -539,6 +555,21 @@ class NERBert(TrainablePipe):
             self.finish_update(sgd)
         losses[self.name] += loss
         return losses
+
+    def _set_cpu_bf16(self) -> None:
+        """Mark the embedded encoder for CPU autocast in bfloat16 (layers/wordpieces.cpu_autocast)."""
+        import torch
+
+        encoder = self.encoder()
+        if encoder is None:
+            raise ValueError(
+                "[ner_bert] cpu_bf16 = true needs the encoder inside this component, but it has none "
+                "(a TransformerListener: the shared transformer component holds the encoder): set "
+                "cpu_bf16 = false."
+            )
+        # A torch dtype is not msgpack data, so thinc leaves this attr out of the saved model: the
+        # config sets it at each load.
+        encoder.attrs["cpu_autocast"] = torch.bfloat16
 
     def _word_embeddings(self):
         """The embedded encoder's word-embedding matrix (a torch Parameter)."""

@@ -12,7 +12,8 @@ def quantize_int8(nlp: Language, component: str = "ner_bert") -> None:
     but not train or be saved (save the full-precision pipeline and quantize after loading).
     Its cost in accuracy is measured in BENCHMARKS.md; it is off unless this is called.
 
-    nlp (Language): A pipeline with an initialized ner_bert component (not on GPU).
+    nlp (Language): A pipeline with an initialized ner_bert component (not on GPU, its encoder not
+        in bfloat16: cpu_bf16).
     component (str): The component's name.
     """
     import torch
@@ -26,6 +27,12 @@ def quantize_int8(nlp: Language, component: str = "ner_bert") -> None:
     encoder = pipe.encoder()
     if encoder is None:
         raise ValueError(f"[ner_bert] {component!r} has no encoder of its own (it listens to a shared transformer)")
+    if encoder.attrs.get("cpu_autocast") is not None:
+        raise ValueError(
+            f"[ner_bert] {component!r} runs its encoder in bfloat16 (cpu_bf16 = true), which int8 "
+            "quantization cannot run under: load the pipeline with it off, e.g. spacy.load(path, "
+            f"config={{'components': {{{component!r}: {{'cpu_bf16': False}}}}}}), then quantize"
+        )
     shim = encoder.layers[0].shims[0]
     with warnings.catch_warnings():
         # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency.

@@ -43,23 +43,25 @@ def run_speed(tiny_bert, tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_speed_benchmark_runs(tiny_bert, tmp_path):
-    run = run_speed(tiny_bert, tmp_path, "--contenders", "ner_bert,ner_bert_int8,hf,floor")
+    run = run_speed(tiny_bert, tmp_path, "--contenders", "ner_bert,ner_bert_int8,ner_bert_bf16,hf,floor")
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((tmp_path / "results" / "speed_join4_n10.json").read_text())
-    assert set(summary["results"]) == {"ner_bert", "ner_bert_int8", "hf", "floor"}
+    assert set(summary["results"]) == {"ner_bert", "ner_bert_int8", "ner_bert_bf16", "hf", "floor"}
     for result in summary["results"].values():
         assert result["words"] == 20 * 8 + 20 * 4 and result["words_per_s"] > 0
-    assert 0.0 <= summary["entity_agreement_f1_ner_bert_hf"] <= 1.0
+    for key in ("ner_bert_hf", "ner_bert_ner_bert_int8", "ner_bert_ner_bert_bf16", "ner_bert_bf16_hf"):
+        assert 0.0 <= summary[f"entity_agreement_f1_{key}"] <= 1.0
     assert "ner_bert time / floor time" in run.stdout
     assert summary["gpu_id"] == -1 and "peak_gpu_mb" not in summary["results"]["ner_bert"]
 
 
-def test_speed_benchmark_refuses_int8_on_a_gpu(tiny_bert, tmp_path):
-    """int8 is torch's CPU-only dynamic quantization: asked for on a GPU, the script says which arguments
-    clash before it loads anything (so this needs no GPU)."""
-    run = run_speed(tiny_bert, tmp_path, "--contenders", "ner_bert,ner_bert_int8", "--gpu-id", "0")
+@pytest.mark.parametrize("contender", ["ner_bert_int8", "ner_bert_bf16"])
+def test_speed_benchmark_refuses_cpu_only_contenders_on_a_gpu(tiny_bert, tmp_path, contender):
+    """int8 is torch's CPU-only dynamic quantization, bf16 its CPU autocast: asked for on a GPU, the
+    script says which arguments clash before it loads anything (so this needs no GPU)."""
+    run = run_speed(tiny_bert, tmp_path, "--contenders", f"ner_bert,{contender}", "--gpu-id", "0")
     assert run.returncode == 2
-    assert "ner_bert_int8" in run.stderr and "--gpu-id is 0" in run.stderr and "--contenders" in run.stderr
+    assert contender in run.stderr and "--gpu-id is 0" in run.stderr and "--contenders" in run.stderr
     assert not (tmp_path / "results").exists()
 
 

@@ -103,6 +103,19 @@ def test_hf_round_trip_and_fine_tune(hf_dir):
     assert ents_of(nlp("Obama visited Paris")) == [(0, 5, "PER"), (14, 19, "LOC")]
 
 
+def test_hf_checkpoint_with_cpu_bf16(hf_dir):
+    # the checkpoint's model replaces the config's, and cpu_bf16 applies to it as to any encoder
+    plain, bf16 = spacy.blank("en"), spacy.blank("en")
+    plain.add_pipe("ner_bert", config={"checkpoint": str(hf_dir)})
+    bf16.add_pipe("ner_bert", config={"checkpoint": str(hf_dir), "cpu_bf16": True})
+    assert bf16.get_pipe("ner_bert").encoder().attrs["cpu_autocast"] == torch.bfloat16
+    docs = [bf16.make_doc(t) for t in TEXTS]
+    ours = numpy.concatenate(bf16.get_pipe("ner_bert").logits(docs))
+    ref = numpy.concatenate(plain.get_pipe("ner_bert").logits(docs))
+    numpy.testing.assert_allclose(ours, ref, atol=0.05)
+    assert not numpy.array_equal(ours, ref)
+
+
 def test_convert_hf_cli(hf_dir, tmp_path):
     out = tmp_path / "pipeline"
     run = subprocess.run([sys.executable, "-m", "spacy_ner_bert", "convert-hf", str(hf_dir), str(out)],

@@ -9,10 +9,11 @@ and can reuse encodings made earlier for the same span texts (`pretokenized`), s
 `nlp.pipe` tokenizes each text once for both length bucketing and the encoder. With the encoder's
 `case_token_types` attr (TransformerEncoder.v2) the token type ids carry casing instead (`case_token_types`);
 with its `mask_rate` attr, training batches have wordpieces replaced by the mask token (`mask_wordpieces`);
-with its `mean_last_layers` attr, the output is the mean of the encoder's last hidden states (`mean_last_layers`).
+with its `mean_last_layers` attr, the output is the mean of the encoder's last hidden states (`mean_last_layers`);
+with its `cpu_autocast` attr, the encoder runs under torch's CPU autocast in bfloat16 (`cpu_autocast`).
 """
 import contextvars
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy
@@ -82,7 +83,8 @@ def forward(model, docs: List[Doc], is_train: bool):
         check_mask_rate(model)
     if not is_fast(tokenizer):
         # Slow tokenizers have no offsets: spacy-transformers aligns by wordpiece strings.
-        output, backprop = st_transformer_model.forward(model, docs, is_train)
+        with cpu_autocast(model):
+            output, backprop = st_transformer_model.forward(model, docs, is_train)
         _mean_layers_if_set(model, output.model_output)
         return output, backprop
     transformer = model.layers[0]
@@ -108,7 +110,8 @@ def forward(model, docs: List[Doc], is_train: bool):
         )
     align = _alignment(flat_spans, texts, encodings, wordpieces.input_ids.shape[1])
     wordpieces, align = truncate_oversize_splits(wordpieces, align, tokenizer.model_max_length)
-    model_output, bp_tensors = transformer(wordpieces, is_train)
+    with cpu_autocast(model):
+        model_output, bp_tensors = transformer(wordpieces, is_train)
     _mean_layers_if_set(model, model_output)
     output = FullTransformerBatch(
         spans=nested_spans, wordpieces=wordpieces, model_output=model_output, align=align
@@ -183,6 +186,21 @@ def check_mask_rate(model) -> None:
         raise ValueError(f"[ner_bert] {setting} needs a fast tokenizer.")
     if model.tokenizer.mask_token_id is None:
         raise ValueError(f"[ner_bert] {setting}: the encoder's tokenizer has no mask token.")
+
+
+def cpu_autocast(model):
+    """torch's CPU autocast in the dtype of the encoder's `cpu_autocast` attr (bfloat16, set by
+    ner_bert's cpu_bf16), else nothing.
+
+    It covers the forward pass only: the backward pass, run later from the returned callback,
+    follows the dtypes the forward recorded, as autocast asks. Ops on a GPU are not affected.
+    """
+    dtype = model.attrs.get("cpu_autocast")
+    if dtype is None:
+        return nullcontext()
+    import torch
+
+    return torch.autocast("cpu", dtype=dtype)
 
 
 def mean_last_layers(model_output, n: int) -> None:
