@@ -20,13 +20,20 @@ def main(
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
     batch_size: int = typer.Option(64, help="Docs per batch"),
     int8: bool = typer.Option(False, "--int8", help="Quantize the encoder to int8 first (CPU fast path)"),
+    bf16: bool = typer.Option(False, "--bf16", help="Run the encoder in bfloat16 on CPU (ner_bert's cpu_bf16 = true)"),
 ):
     """Each word is labeled by the prediction for its first wordpiece (the doc's tokens are the words)."""
     if int8 and gpu_id >= 0:
         msg.fail("--int8 runs on CPU only: drop --gpu-id", exits=1)
+    if bf16 and gpu_id >= 0:
+        msg.fail("--bf16 is CPU autocast, which does nothing on a GPU: drop --gpu-id", exits=1)
+    if bf16 and int8:
+        msg.fail("--bf16 and --int8 cannot be combined (int8 quantization cannot run under bfloat16 autocast)", exits=1)
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
-    nlp = spacy.load(model)
+    nlp = spacy.load(model, config={"components": {"ner_bert": {"cpu_bf16": True}}} if bf16 else {})
+    if bf16:
+        msg.info("Encoder under CPU autocast in bfloat16 (cpu_bf16 = true)")
     if int8:
         from spacy_ner_bert import quantize_int8
 

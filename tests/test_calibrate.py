@@ -107,8 +107,9 @@ def test_calibrate_script(nlp, tmp_path):
     assert not (tmp_path / "o2").exists()
 
 
-def test_evaluate_script_int8(nlp, tmp_path):
-    """scripts/evaluate.py --int8 scores the quantized pipeline; --int8 with a GPU id is refused."""
+def test_evaluate_script_int8_and_bf16(nlp, tmp_path):
+    """scripts/evaluate.py --int8 scores the quantized pipeline, --bf16 the pipeline with cpu_bf16 on;
+    either with a GPU id, and the two together, are refused."""
     nlp.to_disk(tmp_path / "model")
     DocBin(docs=[eg.reference for eg in make_examples(nlp)]).to_disk(tmp_path / "test.spacy")
     labels = tmp_path / "labels.txt"
@@ -122,3 +123,12 @@ def test_evaluate_script_int8(nlp, tmp_path):
     assert 0.0 <= report["macro avg"]["f1-score"] <= 1.0
     gpu = subprocess.run([sys.executable, script, *args, "--int8", "--gpu-id", "0"], capture_output=True, text=True)
     assert gpu.returncode == 1 and "--int8 runs on CPU only" in gpu.stdout + gpu.stderr
+    assert nlp.config["components"]["ner_bert"]["cpu_bf16"] is False
+    run = subprocess.run([sys.executable, script, *args[:3], str(tmp_path / "b"), "--bf16"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "bfloat16 (cpu_bf16 = true)" in run.stdout
+    report = json.loads((tmp_path / "b" / "token_report.json").read_text())
+    assert 0.0 <= report["macro avg"]["f1-score"] <= 1.0
+    for extra, message in ((["--gpu-id", "0"], "does nothing on a GPU"), (["--int8"], "cannot be combined")):
+        clash = subprocess.run([sys.executable, script, *args, "--bf16", *extra], capture_output=True, text=True)
+        assert clash.returncode == 1 and message in clash.stdout + clash.stderr
