@@ -564,7 +564,13 @@ def _check_same_config(config: Config, saved: Path) -> None:
     checkpoint saved it): name each setting that differs."""
     then = util.load_config(saved / CONFIG_FILE, interpolate=False)
     a, b = _flatten(then.interpolate()), _flatten(config.interpolate())
-    differ = sorted(k for k in set(a) | set(b) if a.get(k, "(absent)") != b.get(k, "(absent)"))
+    # A setting a newer package added is absent from an older checkpoint: at its factory default it is
+    # the run's old behaviour, not a change.
+    defaults = _factory_defaults(config)
+    differ = sorted(
+        k for k in set(a) | set(b)
+        if a.get(k, "(absent)") != b.get(k, "(absent)") and not (k not in a and k in defaults and defaults[k] == b[k])
+    )
     if differ:
         shown = "; ".join(f"{k}: {a.get(k, '(absent)')!r} in the checkpoint, {b.get(k, '(absent)')!r} now"
                           for k in differ[:8])
@@ -573,6 +579,17 @@ def _check_same_config(config: Config, saved: Path) -> None:
             f"Cannot resume: the config differs from the one the run started with ({saved / CONFIG_FILE}) at "
             f"{shown}{more}. Resume with the same config and overrides, or delete {saved} to start a new run."
         )
+
+
+def _factory_defaults(config: Config) -> Dict[str, Any]:
+    """Each component's factory defaults, flattened as `_flatten` names the config's settings."""
+    defaults = {}
+    for name, component in config.get("components", {}).items():
+        factory = component.get("factory")
+        if factory and Language.has_factory(factory):
+            meta = Language.get_factory_meta(factory)
+            defaults.update(_flatten(dict(meta.default_config), f"components.{name}."))
+    return defaults
 
 
 def _flatten(section: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:

@@ -160,11 +160,20 @@ def test_auto_resume_starts_the_run_or_continues_it(tiny_bert, corpus, tmp_path)
     assert_same_weights(straight / "model-last", split / "model-last")
     assert_same_weights(straight / "model-best", split / "model-best")
     # finished: the same command starts a new run (stopped here at step 2)
-    assert train(CONFIG, split, overrides=overrides(tiny_bert, corpus, signal_step=2), resume="auto") is False
+    stopped_at_2 = overrides(tiny_bert, corpus, signal_step=2)
+    assert train(CONFIG, split, overrides=stopped_at_2, resume="auto") is False
     assert json.loads((checkpoint_path(split) / resume.PROGRESS_FILE).read_text())["step"] == 2
     changed = overrides(tiny_bert, corpus, signal_step=2, **{"training.optimizer.learn_rate.initial_rate": 0.002})
     with pytest.raises(ResumeError, match=r"Cannot resume: the config differs .* or delete .*checkpoint to start"):
         train(CONFIG, split, overrides=changed, resume="auto")
+    # a checkpoint from before a factory setting existed (here cpu_bf16) resumes at that setting's default,
+    # and not at another value
+    saved_config = checkpoint_path(split) / resume.CONFIG_FILE
+    saved_config.write_text(saved_config.read_text().replace("cpu_bf16 = false\n", ""))
+    assert "cpu_bf16" not in saved_config.read_text()
+    with pytest.raises(ResumeError, match=r"components.ner_bert.cpu_bf16: '\(absent\)' in the checkpoint, True now"):
+        train(CONFIG, split, overrides={**stopped_at_2, "components.ner_bert.cpu_bf16": True}, resume="auto")
+    assert train(CONFIG, split, overrides=stopped_at_2, resume="auto") is True
     with pytest.raises(ResumeError, match="resume must be True, False or 'auto', not 'yes'"):
         train(CONFIG, split, overrides=settings, resume="yes")
 
