@@ -12,6 +12,9 @@ predictions of all validation docs are scored as one token macro F1. Families:
   per-tag  tau, then an offset per tag (OFFSETS), by coordinate ascent (two sweeps over the tags)
   tau+trans  (with --train) tau, plus a tag-bigram prior in the Viterbi decoding: lambda * log P(tag |
            previous tag), P counted on the train split's gold tags (add-one), lambda in LAMBDAS
+  tau+crf  (with --crf) tau, plus transition and first-tag scores in the Viterbi decoding, fitted as a
+           linear-chain CRF over the model's log-probabilities on the fitting half's gold tags (crf.py),
+           then used (lambda 1) or not (lambda 0), chosen jointly with tau
 
 Each family is also fitted on the whole validation slice and the test split scored with it
 (token macro F1 of the decoded tags over the component's tags: NeMo's 13 labels on GMB, as evaluate
@@ -22,13 +25,13 @@ again); pass several files to see the families over several seeds, and --pool to
 the files' log-softmax (their ensemble) as one more row.
 
 usage: python benchmarks/calibration_cv.py VALIDATION.spacy TEST.spacy NPZ [NPZ ...] [--repeats 5]
-       [--seed 0] [--pool] [--train TRAIN.spacy] [--json OUT.json]
+       [--seed 0] [--pool] [--train TRAIN.spacy] [--crf] [--json OUT.json]
 """
 import argparse
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy
 
@@ -61,34 +64,38 @@ def macro_f1(gold: numpy.ndarray, pred: numpy.ndarray, n_tags: int) -> float:
 class Decoder:
     """Decodes a fixed set of docs under any bias; scores the result against their gold tag ids."""
 
-    def __init__(self, logits: Sequence[numpy.ndarray], gold: numpy.ndarray, tags, bigrams=None):
+    def __init__(self, logits: Sequence[numpy.ndarray], gold_docs: Sequence[numpy.ndarray], tags, bigrams=None):
         from spacy_ner_bert.decode import log_softmax
 
         self.logits = [log_softmax(x) for x in logits]
-        self.gold, self.tags, self.bigrams = gold, tags, bigrams
+        self.gold_docs = list(gold_docs)
+        self.gold = numpy.concatenate(self.gold_docs) if self.gold_docs else numpy.zeros((0,), dtype="int64")
+        self.tags, self.bigrams = tags, bigrams
 
-    def predict(self, bias: numpy.ndarray, lam: float = 0.0) -> numpy.ndarray:
+    def predict(self, bias: numpy.ndarray, lam: float = 0.0, trans=None) -> numpy.ndarray:
+        """Decoded tag ids of all docs; with lam > 0, Viterbi adds lam x `trans` ((K, K) step and (K,)
+        first-tag scores; None: the train split's bigrams)."""
         from spacy_ner_bert.decode import decode_docs, viterbi_batch
 
         if lam:
-            trans, start = self.bigrams
-            paths = viterbi_batch([x + bias for x in self.logits], self.tags, lam * trans, lam * start)
+            steps, start = self.bigrams if trans is None else trans
+            paths = viterbi_batch([x + bias for x in self.logits], self.tags, lam * steps, lam * start)
         else:
             paths, _ = decode_docs([x + bias for x in self.logits], self.tags)
         return numpy.concatenate(paths) if paths else numpy.zeros((0,), dtype="int64")
 
-    def score(self, bias: numpy.ndarray, lam: float = 0.0) -> float:
-        return macro_f1(self.gold, self.predict(bias, lam), len(self.tags))
+    def score(self, bias: numpy.ndarray, lam: float = 0.0, trans=None) -> float:
+        return macro_f1(self.gold, self.predict(bias, lam, trans), len(self.tags))
 
 
-def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> Tuple[numpy.ndarray, float]:
-    """The bias (and bigram weight lambda) of `family` that maximizes dec's macro F1 (ties: the earlier,
-    smaller candidate)."""
+def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> Tuple[numpy.ndarray, float, Optional[tuple]]:
+    """The bias, transition weight lambda and transitions (None: the train split's bigrams, if any) of
+    `family` that maximize dec's macro F1 (ties: the earlier, smaller candidate)."""
     from spacy_ner_bert.calibrate import DEFAULT_TAUS
 
     n = len(prior)
     if family == "none":
-        return numpy.zeros(n), 0.0
+        return numpy.zeros(n), 0.0, None
     taus = sorted(set(DEFAULT_TAUS) | {0.0}, key=abs)  # calibrate's order: 0 first, so it wins ties
     best_f, bias = -1.0, numpy.zeros(n)
     for tau in taus:
@@ -96,15 +103,21 @@ def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> Tuple[numpy.ndarray,
         if f > best_f:
             best_f, bias = f, -tau * prior
     if family == "tau":
-        return bias, 0.0
-    if family == "tau+trans":
+        return bias, 0.0, None
+    if family in ("tau+trans", "tau+crf"):
+        trans = None
+        if family == "tau+crf":
+            from crf import fit_transitions
+
+            steps, start, _ = fit_transitions(dec.logits, dec.gold_docs, dec.tags)
+            trans = (steps, start)
         best_lam = 0.0
-        for lam in LAMBDAS:
+        for lam in (LAMBDAS if family == "tau+trans" else (1.0,)):
             for tau in taus:
-                f = dec.score(-tau * prior, lam)
+                f = dec.score(-tau * prior, lam, trans)
                 if f > best_f:
                     best_f, bias, best_lam = f, -tau * prior, lam
-        return bias, best_lam
+        return bias, best_lam, trans
     o = dec.tags.index["O"]
     if family == "tau+O":
         best_b = bias
@@ -115,7 +128,7 @@ def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> Tuple[numpy.ndarray,
                 f = dec.score(b)
                 if f > best_f:
                     best_f, best_b = f, b
-        return best_b, 0.0
+        return best_b, 0.0, None
     if family == "per-tag":
         for _ in range(2):
             for t in range(n):
@@ -126,7 +139,7 @@ def fit(family: str, dec: Decoder, prior: numpy.ndarray) -> Tuple[numpy.ndarray,
                     f = dec.score(b)
                     if f > best_f:
                         best_f, bias = f, b
-        return bias, 0.0
+        return bias, 0.0, None
     raise ValueError(f"unknown family {family!r}")
 
 
@@ -142,11 +155,11 @@ def cross_fitted(family: str, logits, gold_docs: List[numpy.ndarray], tags, prio
         gold_all, pred_all = [], []
         for k in (0, 1):
             fit_on, pred_on = halves[k], halves[1 - k]
-            bias, lam = fit(family, Decoder([logits[i] for i in fit_on], numpy.concatenate([gold_docs[i] for i in fit_on]),
-                                            tags, bigrams), prior)
-            dec = Decoder([logits[i] for i in pred_on], numpy.concatenate([gold_docs[i] for i in pred_on]), tags, bigrams)
+            bias, lam, trans = fit(family, Decoder([logits[i] for i in fit_on], [gold_docs[i] for i in fit_on],
+                                                   tags, bigrams), prior)
+            dec = Decoder([logits[i] for i in pred_on], [gold_docs[i] for i in pred_on], tags, bigrams)
             gold_all.append(dec.gold)
-            pred_all.append(dec.predict(bias, lam))
+            pred_all.append(dec.predict(bias, lam, trans))
         scores.append(macro_f1(numpy.concatenate(gold_all), numpy.concatenate(pred_all), len(tags)))
     return float(numpy.mean(scores))
 
@@ -168,6 +181,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pool", action="store_true", help="add the files' pooled log-probabilities as a row")
     ap.add_argument("--train", type=Path, default=None,
                     help="train .spacy file: adds the tau+trans family (tag bigrams counted on it)")
+    ap.add_argument("--crf", action="store_true",
+                    help="add the tau+crf family (transitions fitted as a CRF on the validation half's gold tags)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
     args = ap.parse_args(argv)
     if args.repeats < 1:
@@ -208,7 +223,7 @@ def main(argv=None) -> int:
         if unknown:
             ap.error(f"{path}: gold tags {unknown} are not among the logits' tags {tag_names}")
         gold[name] = [numpy.asarray([tags.index[t] for t in seq], dtype="int64") for seq in doc_tags]
-    families = FAMILIES + (("tau+trans",) if args.train is not None else ())
+    families = FAMILIES + (("tau+trans",) if args.train is not None else ()) + (("tau+crf",) if args.crf else ())
     bigrams = bigram_log_probs(gold["train"], len(tags)) if args.train is not None else None
     for path, (_, _, dev, test) in zip(args.logits, members):
         for name, logits in (("dev", dev), ("test", test)):
@@ -224,14 +239,15 @@ def main(argv=None) -> int:
     print(f"cross-fitted validation macro F1 ({args.repeats} x 2-fold over {len(gold['dev']):,} docs), "
           f"then fitted on all of it and scored on the test split ({len(gold['test']):,} docs)")
     print(f"\n{'logits':<44}" + "".join(f"{f + ' cv':>14}{f + ' test':>16}" for f in families))
-    test_gold = numpy.concatenate(gold["test"])
     for name, dev, test in rows:
         result = {"logits": name}
         for family in families:
             cv = cross_fitted(family, dev, gold["dev"], tags, prior, args.repeats, args.seed, bigrams)
-            bias, lam = fit(family, Decoder(dev, numpy.concatenate(gold["dev"]), tags, bigrams), prior)
-            result[family] = {"cv": cv, "test": Decoder(test, test_gold, tags, bigrams).score(bias, lam),
+            bias, lam, trans = fit(family, Decoder(dev, gold["dev"], tags, bigrams), prior)
+            result[family] = {"cv": cv, "test": Decoder(test, gold["test"], tags, bigrams).score(bias, lam, trans),
                               "bias": [float(b) for b in bias], "lambda": lam}
+            if family == "tau+crf":
+                result[family]["transitions"] = [x.tolist() for x in trans]
         results.append(result)
         print(f"{name[-44:]:<44}" + "".join(f"{result[f]['cv']:>14.4f}{result[f]['test']:>16.4f}" for f in families), flush=True)
     singles = results[: len(args.logits)]

@@ -321,7 +321,7 @@ def test_saved_logits_feed_calibration_cv(two_pipelines, tmp_path):
     out = tmp_path / "cv.json"
     cv = subprocess.run([sys.executable, cv_script, str(data / "gold.spacy"), str(data / "gold.spacy"),
                          str(saved / "0.npz"), str(saved / "1.npz"), "--repeats", "2", "--pool", "--json", str(out),
-                         "--train", str(data / "gold.spacy")],
+                         "--train", str(data / "gold.spacy"), "--crf"],
                         capture_output=True, text=True)
     assert cv.returncode == 0, cv.stderr[-3000:]
     rows = json.loads(out.read_text())["results"]
@@ -335,9 +335,12 @@ def test_saved_logits_feed_calibration_cv(two_pipelines, tmp_path):
         assert numpy.allclose(row["tau"]["bias"], bias)
         assert row["tau"]["test"] == pytest.approx(max(r["f"] for r in table))
         # A family with more free numbers fits the data it is fitted on at least as well.
-        for family in ("per-tag", "tau+O", "tau+trans"):
+        for family in ("per-tag", "tau+O", "tau+trans", "tau+crf"):
             assert row[family]["test"] >= row["tau"]["test"] - 1e-12
         assert row["tau+trans"]["lambda"] in (0.0, 0.25, 0.5, 1.0) and row["tau"]["lambda"] == 0.0
+        assert row["tau+crf"]["lambda"] in (0.0, 1.0)
+        steps, start = row["tau+crf"]["transitions"]
+        assert numpy.shape(steps) == (len(tags), len(tags)) and numpy.shape(start) == (len(tags),)
 
     (tmp_path / "junk.npz").write_text("not numpy")
     junk = subprocess.run([sys.executable, cv_script, str(data / "gold.spacy"), str(data / "gold.spacy"),
@@ -371,6 +374,100 @@ def test_calibration_cv_bigrams_and_unknown_train_tags(two_pipelines, tmp_path):
                           str(data / "gold.spacy"), str(saved / "0.npz"), "--train", str(tmp_path / "foo.spacy")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and f"{tmp_path / 'foo.spacy'}: gold tags ['B-FOO'] are not among the logits' tags" in bad.stderr
+
+
+def _valid_paths(tags, n, rng, count):
+    paths = []
+    while len(paths) < count:
+        path = rng.integers(0, len(tags), n)
+        if tags.is_valid(path):
+            paths.append(path)
+    return paths
+
+
+def test_crf_loss_is_the_brute_force_likelihood_and_its_gradient():
+    """crf.py's forward-backward equals summing over every valid path, and its gradients the
+    finite differences of that sum."""
+    import itertools
+
+    from spacy_ner_bert.tags import IOBTags
+
+    crf = benchmark_module("crf")
+    tags = IOBTags.from_entity_types(["A", "B"])
+    rng = numpy.random.default_rng(0)
+    golds = [_valid_paths(tags, n, rng, 1)[0] for n in (1, 3, 4, 2)]
+    log_probs = [log_softmax(rng.normal(size=(len(g), len(tags)))) for g in golds]
+    emit, gold, lengths = crf.pad_emissions(log_probs, golds, len(tags))
+    trans, start, scale = rng.normal(size=(len(tags), len(tags))), rng.normal(size=len(tags)), 0.7
+    loss, d_trans, d_start, d_scale = crf.crf_loss(emit, gold, lengths, tags, trans, start, scale)
+
+    def score(lp, path):
+        return start[path[0]] + scale * lp[numpy.arange(len(path)), path].sum() + sum(
+            trans[a, b] for a, b in zip(path[:-1], path[1:]))
+
+    want = 0.0
+    for lp, g in zip(log_probs, golds):
+        every = [score(lp, p) for p in itertools.product(range(len(tags)), repeat=len(lp)) if tags.is_valid(p)]
+        want += numpy.logaddexp.reduce(every) - score(lp, g)
+    assert loss == pytest.approx(want, rel=1e-9)
+    eps = 1e-6
+    for i, j in [(0, 0), (1, 3), (3, 3), (2, 4)]:  # O->O, B-A->I-A, I-A->I-A, B-B->I-B: all allowed
+        bumped = trans.copy()
+        bumped[i, j] += eps
+        numeric = (crf.crf_loss(emit, gold, lengths, tags, bumped, start, scale)[0] - loss) / eps
+        assert d_trans[i, j] == pytest.approx(numeric, abs=1e-4)
+    assert d_trans[0, 3] == 0.0  # O -> I-A is forbidden: no gradient
+    bumped = start.copy()
+    bumped[1] += eps
+    assert d_start[1] == pytest.approx((crf.crf_loss(emit, gold, lengths, tags, trans, bumped, scale)[0] - loss) / eps, abs=1e-4)
+    numeric = (crf.crf_loss(emit, gold, lengths, tags, trans, start, scale + eps)[0] - loss) / eps
+    assert d_scale == pytest.approx(numeric, abs=1e-4)
+
+
+def test_fitted_transitions_decode_better_where_steps_carry_information():
+    """Tags drawn from a sticky Markov chain, seen through noisy emissions: Viterbi with the fitted
+    transitions recovers more of them than the IOB constraints alone; bad inputs are named."""
+    from spacy_ner_bert.decode import decode_docs, viterbi_batch
+    from spacy_ner_bert.tags import IOBTags
+
+    crf = benchmark_module("crf")
+    tags = IOBTags.from_entity_types(["A", "B"])
+    n = len(tags)
+    rng = numpy.random.default_rng(1)
+    chain = numpy.full((n, n), 0.02)
+    chain[0, 0], chain[1, 3], chain[2, 4], chain[3, 3], chain[4, 4] = 0.8, 0.9, 0.9, 0.6, 0.6
+    chain = numpy.where(tags.allowed, chain, 0.0)
+    chain /= chain.sum(axis=1, keepdims=True)
+
+    def sample(count):
+        golds, log_probs = [], []
+        for _ in range(count):
+            path = [0]
+            for _ in range(rng.integers(5, 30)):
+                path.append(rng.choice(n, p=chain[path[-1]]))
+            path = numpy.array(path)
+            logits = rng.normal(size=(len(path), n))
+            logits[numpy.arange(len(path)), path] += 1.0
+            golds.append(path)
+            log_probs.append(log_softmax(logits))
+        return golds, log_probs
+
+    golds, log_probs = sample(300)
+    trans, start, info = crf.fit_transitions(log_probs, golds, tags)
+    assert info["iterations"] > 0 and info["scale"] > 0
+    assert (trans[~tags.allowed] == 0).all() and trans[1, 3] > trans[1, 0]  # B-A -> I-A learned over B-A -> O
+    test_golds, test_log_probs = sample(300)
+    gold = numpy.concatenate(test_golds)
+    plain = numpy.concatenate(decode_docs(test_log_probs, tags)[0])
+    fitted = numpy.concatenate(viterbi_batch(test_log_probs, tags, trans, start))
+    assert (fitted == gold).mean() > (plain == gold).mean() + 0.03
+
+    with pytest.raises(ValueError, match="one gold path per doc: 2 docs, 1 paths"):
+        crf.fit_transitions(log_probs[:2], golds[:1], tags)
+    with pytest.raises(ValueError, match="doc 0: its gold tags are not a valid IOB sequence"):
+        crf.fit_transitions(log_probs[:1], [numpy.full(len(golds[0]), 3)], tags)
+    with pytest.raises(ValueError, match="doc 1: log-probabilities of shape"):
+        crf.fit_transitions(log_probs[:2], [golds[0], golds[1][:-1]], tags)
 
 
 def test_soup_averages_encoders(two_pipelines, tmp_path):
