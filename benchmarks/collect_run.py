@@ -157,7 +157,8 @@ def main(argv=None) -> None:
 
     write_json(args.out, record)
     for piece in record["train"]["pieces"]:
-        print(f"piece {piece.get('session', '?')}: after {piece['resumed_after'] or 0} -> {piece['until_step']}"
+        begun = "from the start" if piece["resumed_after"] is None else f"after {piece['resumed_after']}"
+        print(f"piece {piece.get('session', '?')}: {begun} -> {piece['until_step']}"
               f", wall {piece['wall']}, exit {piece['exit']}, peak RSS {piece['peak_rss_kb']} kB")
     for step, row in record["train"]["validation_rows"].items():
         print(f"step {step}: token macro F {row['token_macro_f']:.4f}, ents F {row['ents_f']:.4f}")

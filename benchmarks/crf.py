@@ -67,7 +67,8 @@ def crf_loss(
     alpha[:, 0] = first / norm[:, 0, None]
     for t in range(1, max_len):
         nxt = (alpha[:, t - 1] @ step_w) * w[:, t]
-        z = numpy.where(active[:, t], nxt.sum(axis=1), 1.0)
+        # floored: a row whose allowed tags all underflow must not divide by zero
+        z = numpy.where(active[:, t], numpy.maximum(nxt.sum(axis=1), 1e-300), 1.0)
         norm[:, t] = z
         alpha[:, t] = numpy.where(active[:, t, None], nxt / z[:, None], alpha[:, t - 1])
     log_z = (

@@ -742,7 +742,9 @@ def test_collect_run_reads_pieces_rows_and_scores(tmp_path, capsys):
         "7800": {"token_macro_f": 0.7517, "ents_f": 0.8085}}
     assert record["train"]["command"] == "CMD" and record["calibration"] == {"chosen_tau": -0.2}
     assert record["test_token_report"]["macro avg"]["f1-score"] == 0.75 and record["test_entity_scores"]["f"] == 0.83
-    assert "bootstrap_test" not in record and "piece 38: after 4210 -> end" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "bootstrap_test" not in record and "piece 38: after 4210 -> end" in printed
+    assert "piece 37: from the start -> 4210" in printed
 
     with pytest.raises(ValueError, match="--sessions gives 1 sessions, but .* has 2 pieces"):
         collect_run.collect(log, sessions=[37])
