@@ -376,13 +376,12 @@ def test_calibration_cv_bigrams_and_unknown_train_tags(two_pipelines, tmp_path):
     assert bad.returncode == 2 and f"{tmp_path / 'foo.spacy'}: gold tags ['B-FOO'] are not among the logits' tags" in bad.stderr
 
 
-def _valid_paths(tags, n, rng, count):
-    paths = []
-    while len(paths) < count:
+def _valid_path(tags, n, rng):
+    """A random tag sequence of length n that the IOB constraints allow."""
+    while True:
         path = rng.integers(0, len(tags), n)
         if tags.is_valid(path):
-            paths.append(path)
-    return paths
+            return path
 
 
 def test_crf_loss_is_the_brute_force_likelihood_and_its_gradient():
@@ -395,7 +394,7 @@ def test_crf_loss_is_the_brute_force_likelihood_and_its_gradient():
     crf = benchmark_module("crf")
     tags = IOBTags.from_entity_types(["A", "B"])
     rng = numpy.random.default_rng(0)
-    golds = [_valid_paths(tags, n, rng, 1)[0] for n in (1, 3, 4, 2)]
+    golds = [_valid_path(tags, n, rng) for n in (1, 3, 4, 2)]
     log_probs = [log_softmax(rng.normal(size=(len(g), len(tags)))) for g in golds]
     emit, gold, lengths = crf.pad_emissions(log_probs, golds, len(tags))
     trans, start, scale = rng.normal(size=(len(tags), len(tags))), rng.normal(size=len(tags)), 0.7
