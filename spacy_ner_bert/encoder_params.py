@@ -41,6 +41,25 @@ def torch_parameters(model: Model) -> Iterator[Tuple[Tuple[int, str], object]]:
                 yield (shim.id, name), param
 
 
+def scale_gradients(model: Model, factor: float) -> None:
+    """Multiply every gradient accumulated under `model` by `factor`: its thinc layers' and its
+    PyTorch shims' parameters'.
+
+    model (Model): A thinc model, possibly holding PyTorch shims.
+    factor (float): The multiplier.
+    """
+    import torch
+
+    for node in model.walk():
+        for name in node.param_names:
+            if node.has_grad(name):
+                node.set_grad(name, node.get_grad(name) * factor)
+    with torch.no_grad():
+        for _, param in torch_parameters(model):
+            if param.grad is not None:
+                param.grad.mul_(factor)
+
+
 def layer_lr_scales(names: Iterable[str], decay: float) -> Dict[str, float]:
     """Layer-wise learning-rate decay: each encoder parameter's factor, by its name.
 

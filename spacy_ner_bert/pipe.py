@@ -17,7 +17,7 @@ from thinc.types import Floats2d
 from .averages import torch_averages
 from .decode import decode_docs
 from .distill import teacher_log_probs
-from .encoder_params import EncoderLRScale, layer_lr_scales, torch_parameters
+from .encoder_params import EncoderLRScale, layer_lr_scales, scale_gradients, torch_parameters
 from .encoders import check_encoder_source
 from .fused_adam import finish_update as fused_finish_update
 from .layers import wordpieces
@@ -241,6 +241,11 @@ def distill_term(xp, logits, teacher, temperature: float):
     return loss, grad
 
 
+def _scaled(d_scores: List[Floats2d], share: float) -> List[Floats2d]:
+    """The gradients `d_scores` times `share` (the same list where share is 1)."""
+    return d_scores if share == 1.0 else [d * share for d in d_scores]
+
+
 def get_ner_bert(nlp: Language, component: str, error: type = ValueError) -> "NERBert":
     """The initialized ner_bert component `component` of `nlp`, or `error` saying what is wrong."""
     if component not in nlp.pipe_names:
@@ -337,6 +342,8 @@ class NERBert(TrainablePipe):
         self.encoder_lr_decay = float(encoder_lr_decay)
         self.adversarial_epsilon = float(adversarial_epsilon)
         self.quantized = False  # set by spacy_ner_bert.quantize_int8
+        # loss tokens in the gradients accumulated since the last finish_update (see update)
+        self._accumulated_tokens = 0
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -530,6 +537,13 @@ class NERBert(TrainablePipe):
     ) -> Dict[str, float]:
         """Learn from a batch: cross-entropy on each token's first-wordpiece logits.
 
+        The loss is a mean over the batch's tokens. Batches whose gradients accumulate (sgd None,
+        as spaCy's `accumulate_gradient` sends the sub-batches of one batch) are weighted by their
+        token counts, so the sum is the gradient of the mean over all their tokens: one batch in
+        sub-batches gets the gradient it gets whole (up to rounding, with dropout off and FGM's
+        direction taken from the gradient so far). Only the gradients inside this component are
+        rescaled: with a TransformerListener each sub-batch keeps its own mean.
+
         examples (Iterable[Example]): Gold-standard examples.
         drop (float): Dropout rate.
         sgd (Optional[Optimizer]): The optimizer; None or False to accumulate gradients only.
@@ -547,14 +561,30 @@ class NERBert(TrainablePipe):
         set_dropout_rate(self.model, drop)
         docs = [eg.predicted for eg in examples]
         scores, backprop = self.model.begin_update(docs)
-        loss, d_scores = self.get_loss(examples, scores)
-        backprop(d_scores)
+        loss, d_scores, n_tokens = self._loss(examples, scores)
+        share = self._accumulate(n_tokens)
+        backprop(_scaled(d_scores, share))
         if self.adversarial_epsilon:
-            self._adversarial_pass(examples, docs)
+            self._adversarial_pass(examples, docs, share)
         if sgd not in (None, False):
             self.finish_update(sgd)
         losses[self.name] += loss
         return losses
+
+    def _accumulate(self, n_tokens: int) -> float:
+        """Count `n_tokens` more loss tokens into the gradients accumulating since the last
+        finish_update, and keep those gradients a mean over all of them: scale the ones already
+        there by (tokens before) / (tokens now). RETURNS the share of the new batch's own mean
+        gradient: 1.0 for the first batch (nothing is rescaled), n_tokens / (tokens now) after."""
+        before = self._accumulated_tokens
+        total = before + n_tokens
+        self._accumulated_tokens = total
+        if not before or not n_tokens:
+            return 1.0  # the first batch, or one with no loss tokens (its gradient is 0)
+        if next(torch_parameters(self.model), None) is None:
+            return 1.0  # a listener: its transformer's gradients are out of reach, so each batch keeps its mean
+        scale_gradients(self.model, before / total)
+        return n_tokens / total
 
     def _set_cpu_bf16(self) -> None:
         """Mark the embedded encoder for CPU autocast in bfloat16 (layers/wordpieces.cpu_autocast)."""
@@ -583,11 +613,12 @@ class NERBert(TrainablePipe):
             )
         return found[0]
 
-    def _adversarial_pass(self, examples: Sequence[Example], docs: List[Doc]) -> None:
+    def _adversarial_pass(self, examples: Sequence[Example], docs: List[Doc], share: float = 1.0) -> None:
         """FGM: a second forward and backward pass with the word embeddings moved by epsilon
         along their gradient's direction (the gradient so far, which with gradient accumulation
-        includes the earlier sub-batches'); the gradients add up, and the moved rows are restored
-        from a copy (adding and subtracting the step would not round back exactly)."""
+        includes the earlier sub-batches'); the gradients add up, this pass's weighted by `share`
+        as the clean pass's was (see update), and the moved rows are restored from a copy (adding
+        and subtracting the step would not round back exactly)."""
         import torch
 
         weight = self._word_embeddings()
@@ -604,7 +635,7 @@ class NERBert(TrainablePipe):
         try:
             scores, backprop = self.model.begin_update(docs)
             _, d_scores = self.get_loss(examples, scores)
-            backprop(d_scores)
+            backprop(_scaled(d_scores, share))
         finally:
             with torch.no_grad():
                 weight[rows] = saved
@@ -616,6 +647,7 @@ class NERBert(TrainablePipe):
 
         sgd (Optimizer): The optimizer.
         """
+        self._accumulated_tokens = 0
         scale, decay = self.encoder_lr_scale, self.encoder_lr_decay
         scales = {}
         if scale != 1.0 or decay != 1.0:
@@ -673,6 +705,12 @@ class NERBert(TrainablePipe):
         scores (List[Floats2d]): Logits per doc, from the model.
         RETURNS (Tuple[float, List[Floats2d]]): The loss and the gradient w.r.t. the logits.
         """
+        loss, d_scores, _ = self._loss(examples, scores)
+        return loss, d_scores
+
+    def _loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> Tuple[float, List[Floats2d], int]:
+        """get_loss, and the number of tokens its mean is over: those with a known gold tag (with
+        distill_weight 1, those the teacher term scores; rows forced to O never count)."""
         examples = list(examples)
         ops = self.model.ops
         xp = ops.xp
@@ -690,7 +728,9 @@ class NERBert(TrainablePipe):
             d_logits = (1.0 - weight) * d_logits + weight * d_kd
         if numpy.isnan(loss):
             raise ValueError("[ner_bert] The loss is NaN: lower the learning rate or check the data.")
-        return loss, ops.unflatten(d_logits.astype("float32"), ops.asarray1i(lengths))
+        finite = ~xp.isinf(logits).any(axis=1)
+        n_tokens = int(finite.sum() if weight == 1.0 else ((gold != MISSING) & finite).sum())
+        return loss, ops.unflatten(d_logits.astype("float32"), ops.asarray1i(lengths)), n_tokens
 
     def _gold_term(self, xp, logits, gold):
         """The loss against the gold tags (weighted, smoothed or focal, as configured), and its gradient."""
