@@ -212,6 +212,11 @@ def check_number(
         raise ValueError(f"[{owner}] {name} must be {expected}, got {value!r}.")
 
 
+def finite_rows(xp, logits):
+    """A boolean per row of `logits`: True where no entry is +-inf (rows forced to O hold -inf)."""
+    return ~xp.isinf(logits).any(axis=1)
+
+
 def xp_log_softmax(xp, x):
     """Row-wise log-softmax for the training losses: numpy or cupy (xp), the input's dtype, -inf stays
     -inf and NaN stays NaN (get_loss reports it). decode.log_softmax is the inference one: numpy,
@@ -220,16 +225,18 @@ def xp_log_softmax(xp, x):
     return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def distill_term(xp, logits, teacher, temperature: float):
+def distill_term(xp, logits, teacher, temperature: float, ok=None):
     """T^2 x mean over tokens of KL(softmax(teacher / T) || softmax(logits / T)), and its gradient.
 
     Rows where the model's logits hold -inf (tokens forced to O) are left out, as in get_loss;
     -inf teacher entries (tags the teacher rules out) get probability 0.
 
-    logits: (n_tokens, n_tags) model logits; teacher: (n_tokens, n_tags) log-probabilities.
+    logits: (n_tokens, n_tags) model logits; teacher: (n_tokens, n_tags) log-probabilities;
+    ok: the rows whose logits are all finite, where the caller has it already (else computed here).
     RETURNS: (the loss as a float, its gradient w.r.t. logits).
     """
-    ok = ~xp.isinf(logits).any(axis=1)
+    if ok is None:
+        ok = finite_rows(xp, logits)
     n_ok = max(int(ok.sum()), 1)
     log_q = xp_log_softmax(xp, xp.where(ok[:, None], logits, 0.0) / temperature)
     log_p = xp_log_softmax(xp, xp.where(ok[:, None], teacher, 0.0) / temperature)
@@ -719,23 +726,25 @@ class NERBert(TrainablePipe):
         gold = ops.asarray1i(numpy.concatenate(golds) if golds else numpy.zeros((0,), "int32"))
         logits = ops.flatten([s for s in scores if len(s)]) if sum(lengths) else ops.alloc2f(0, len(self.tags))
         weight = self.cfg.get("distill_weight", 0.0)
+        # Rows forced to O (no wordpiece) hold -inf logits and teach nothing: both terms leave them out.
+        finite = finite_rows(xp, logits)
+        known = (gold != MISSING) & finite
         # at weight 1 the gold term is not computed: 0 stands in (the gradient broadcasts)
-        loss, d_logits = self._gold_term(xp, logits, gold) if weight < 1.0 else (0.0, 0.0)
+        loss, d_logits = self._gold_term(xp, logits, gold, known) if weight < 1.0 else (0.0, 0.0)
         if weight:
             teacher = xp.asarray(self._teacher_rows(examples, lengths))
-            kd_loss, d_kd = distill_term(xp, logits, teacher, self.cfg.get("distill_temperature", 1.0))
+            temperature = self.cfg.get("distill_temperature", 1.0)
+            kd_loss, d_kd = distill_term(xp, logits, teacher, temperature, ok=finite)
             loss = (1.0 - weight) * loss + weight * kd_loss
             d_logits = (1.0 - weight) * d_logits + weight * d_kd
         if numpy.isnan(loss):
             raise ValueError("[ner_bert] The loss is NaN: lower the learning rate or check the data.")
-        finite = ~xp.isinf(logits).any(axis=1)
-        n_tokens = int(finite.sum() if weight == 1.0 else ((gold != MISSING) & finite).sum())
+        n_tokens = int((finite if weight == 1.0 else known).sum())
         return loss, ops.unflatten(d_logits.astype("float32"), ops.asarray1i(lengths)), n_tokens
 
-    def _gold_term(self, xp, logits, gold):
-        """The loss against the gold tags (weighted, smoothed or focal, as configured), and its gradient."""
-        # Rows forced to O (no wordpiece) hold -inf logits and teach nothing: leave them out.
-        known = (gold != MISSING) & ~xp.isinf(logits).any(axis=1)
+    def _gold_term(self, xp, logits, gold, known):
+        """The loss against the gold tags (weighted, smoothed or focal, as configured), and its gradient,
+        over the rows `known` (a known gold tag and finite logits)."""
         n_known = max(int(known.sum()), 1)
         log_all = xp_log_softmax(xp, logits)
         probs = xp.exp(log_all)
