@@ -5,21 +5,7 @@ import numpy
 import pytest
 from thinc.api import Adam
 
-from spacy_ner_bert.encoder_params import torch_parameters
-from util import initialized_nlp, make_examples
-
-
-def _grads(pipe):
-    """Every gradient the component holds: the head's (thinc) and the encoder's (torch)."""
-    out = {}
-    for i, node in enumerate(pipe.model.walk()):  # walk order: the same in two builds of one config
-        for name in node.param_names:
-            if node.has_grad(name):
-                out[("head", i, name)] = numpy.asarray(node.get_grad(name)).copy()
-    for (_, name), param in torch_parameters(pipe.model):
-        if param.grad is not None:
-            out[("encoder", name)] = param.grad.detach().numpy().copy()
-    return out
+from util import gradients, initialized_nlp, make_examples
 
 
 def _accumulated(encoder, splits, **settings):
@@ -28,7 +14,7 @@ def _accumulated(encoder, splits, **settings):
     pipe = nlp.get_pipe("ner_bert")
     for part in splits:
         pipe.update(examples[part], sgd=None, drop=0.0)
-    return _grads(pipe)
+    return gradients(pipe)
 
 
 def _relative_gap(a, b):
@@ -80,10 +66,10 @@ def test_the_count_starts_again_after_each_update(tiny_bert):
     pipe.update(examples[2:], sgd=optimizer, drop=0.0)
     # the next batch's gradient is its own mean, not scaled against the last batch's tokens
     pipe.update(examples[:2], sgd=None, drop=0.0)
-    after_step = _grads(pipe)
+    after_step = gradients(pipe)
     pipe.finish_update(Adam(0.0))  # the count and the gradients start again, the parameters stay
     pipe.update(examples[:2], sgd=None, drop=0.0)
-    alone = _grads(pipe)
+    alone = gradients(pipe)
     assert _relative_gap(after_step, alone) < 1e-6
 
 
@@ -102,7 +88,7 @@ def test_with_a_listener_each_sub_batch_keeps_its_own_mean(tiny_bert):
         nlp.initialize(lambda: examples)
         for part in splits:
             nlp.update(examples[part], sgd=False, drop=0.0)  # False: no update (None: a default optimizer)
-        return {k: g for k, g in _grads(nlp.get_pipe("ner_bert")).items() if k[0] == "head"}
+        return {k: g for k, g in gradients(nlp.get_pipe("ner_bert")).items() if k[0] == "head"}
 
     together = head_grads([slice(0, 2), slice(2, 5)])
     assert together

@@ -11,11 +11,7 @@ from thinc.api import Adam, Config
 from spacy_ner_bert.encoder_params import torch_parameters
 from test_encoder_lr import _encoder_params as _weights
 from test_listener import CONFIG as LISTENER_CONFIG
-from util import initialized_nlp, make_examples, ner_config, trained_nlp
-
-
-def _grads(pipe):
-    return {name: p.grad.detach().numpy().copy() for (_, name), p in torch_parameters(pipe.model) if p.grad is not None}
+from util import gradients, initialized_nlp, make_examples, ner_config, trained_nlp
 
 
 def test_fgm_gradient_is_clean_plus_perturbed_pass_and_embeddings_are_restored(tiny_bert):
@@ -25,7 +21,7 @@ def test_fgm_gradient_is_clean_plus_perturbed_pass_and_embeddings_are_restored(t
     pipe = nlp.get_pipe("ner_bert")
     before = _weights(pipe)
     pipe.update(examples, sgd=None, drop=0.0)
-    fgm = _grads(pipe)
+    fgm = gradients(pipe)
     after = _weights(pipe)
     assert all(numpy.array_equal(before[k], after[k]) for k in before)  # bit for bit
 
@@ -33,9 +29,9 @@ def test_fgm_gradient_is_clean_plus_perturbed_pass_and_embeddings_are_restored(t
     nlp, examples = initialized_nlp(tiny_bert)
     pipe = nlp.get_pipe("ner_bert")
     pipe.update(examples, sgd=None, drop=0.0)
-    clean = _grads(pipe)
+    clean = gradients(pipe)
     name = "embeddings.word_embeddings.weight"
-    g = torch.tensor(clean[name])
+    g = torch.tensor(clean[("encoder", name)])
     assert float(g.norm()) > 0
     nlp, examples = initialized_nlp(tiny_bert)  # the same weights, no gradient yet
     pipe = nlp.get_pipe("ner_bert")
@@ -43,7 +39,7 @@ def test_fgm_gradient_is_clean_plus_perturbed_pass_and_embeddings_are_restored(t
     with torch.no_grad():
         emb += eps * g / g.norm()
     pipe.update(examples, sgd=None, drop=0.0)
-    moved = _grads(pipe)
+    moved = gradients(pipe)
     assert set(fgm) == set(clean) == set(moved)
     differs = 0
     for k in fgm:

@@ -2,12 +2,14 @@
 import copy
 from typing import Dict, List, Optional, Tuple
 
+import numpy
 import spacy
 from spacy.language import Language
 from spacy.training import Example
 from spacy.util import fix_random_seed
 from thinc.api import Optimizer
 
+from spacy_ner_bert.encoder_params import torch_parameters
 from spacy_ner_bert.pipe import DEFAULT_MODEL
 
 TRAIN_DATA = [
@@ -19,8 +21,10 @@ TRAIN_DATA = [
 ]
 
 
-def ner_config(encoder: str, head: Optional[Dict] = None, **extra) -> Dict:
-    cfg: Dict = {"model": {"tok2vec": {"name": encoder}}}
+def ner_config(encoder: str, head: Optional[Dict] = None, tok2vec: Optional[Dict] = None, **extra) -> Dict:
+    """The ner_bert component config on `encoder`: `head` replaces the default head, `tok2vec` adds
+    encoder settings (e.g. transformer_config), `extra` sets the component's own keys."""
+    cfg: Dict = {"model": {"tok2vec": {"name": encoder, **(tok2vec or {})}}}
     if head is not None:
         cfg["model"]["head"] = head
     cfg.update(extra)
@@ -71,6 +75,21 @@ def trained_nlp(encoder: str, steps: int = 60, head: Optional[Dict] = None, **ex
 
 def ents_of(doc):
     return [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+
+
+def gradients(pipe) -> Dict:
+    """Copies of every gradient the component holds: the head's (thinc, keyed ("head", walk index,
+    name); the walk order is the same in two builds of one config) and the encoder's (torch, keyed
+    ("encoder", name))."""
+    out = {}
+    for i, node in enumerate(pipe.model.walk()):
+        for name in node.param_names:
+            if node.has_grad(name):
+                out[("head", i, name)] = numpy.asarray(node.get_grad(name)).copy()
+    for (_, name), param in torch_parameters(pipe.model):
+        if param.grad is not None:
+            out[("encoder", name)] = param.grad.detach().numpy().copy()
+    return out
 
 
 def head_params(pipe) -> Dict:
