@@ -8,8 +8,9 @@
 # steps (sized from a speed probe to fit the time left; warm-up 6 %, linear decay to that step),
 # 4) each calibrated on the validation slice (scripts/calibrate.py, as the workflow does) and scored
 # once on the test split. Results: $OUT/summary.txt and $OUT/results.tar.gz (logs, metrics JSON).
-# The config's full length: 3 epochs, 19,569 steps of ~200 padded words since session 14 (about
-# 10,000 of ~400 in session 13, 5,150 of ~800 before; the variants files that say STEPS=5150 were
+# The config's full length: 3 epochs, about 9,945 updates of ~400 padded words (each in two sub-batches
+# of ~200) since session 70 (19,569 steps of ~200 in sessions 14-69, about 10,000 of ~400 in session 13,
+# 5,150 of ~800 before; the variants files that say STEPS=5150 were
 # written for that recipe).
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1

@@ -6,10 +6,11 @@
 #   piece 1: stopped by --max-minutes PIECE1 (a checkpoint), the GPU tests running beside it;
 #   piece 2: the same command with --resume, alone on the GPU, stopped by --max-minutes so that it ends
 #            about WAIT seconds after the script started.
-# A device call lasts 10 minutes at most: the recipe (19,572 steps) does not fit, so this measures the
+# A device call lasts 10 minutes at most: the recipe (about 9,945 updates of ~400 since
+# session 70, 19,572 steps of ~200 before) does not fit, so this measures the
 # second piece's steps per second (Δstep / Δseconds of the two checkpoints' progress.json, any validation
-# pass included) and checks that a checkpoint written on CUDA resumes there; a validation row at step
-# 3,900 is printed if the run gets that far. Log lines are stamped with the seconds since the piece started.
+# pass included) and checks that a checkpoint written on CUDA resumes there; a validation row (every
+# 1,980 updates since session 70) is printed if the run gets that far. Log lines are stamped with the seconds since the piece started.
 # Results: $OUT/summary.txt and $OUT/results.tar.gz.
 # usage: WAIT=seconds PIECE1=minutes SEED=n bash benchmarks/device/resume_run.sh
 set -u
