@@ -1,5 +1,5 @@
 """Registered model builders (thin): encoder, listener, heads and the token classifier."""
-from typing import Callable, List, Literal
+from typing import Callable, List, Literal, Optional
 
 from spacy.tokens import Doc
 from spacy.util import SimpleFrozenDict, registry
@@ -46,6 +46,32 @@ def build_token_classifier_v2(
     RETURNS (Model[List[Doc], List[Floats2d]]): The model; its output width is set at initialize.
     """
     return token_classifier(tok2vec, head, with_case=case_features)
+
+
+@registry.architectures("spacy-ner-bert.TokenClassifier.v3")
+def build_token_classifier_v3(
+    *,
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    head: Model[Floats2d, Floats2d],
+    case_features: bool = True,
+    features: Optional[Model[List[Doc], List[Floats2d]]] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """TokenClassifier.v2 whose head can also see lexical features of each token.
+
+    features is any spaCy layer giving one vector per token, trained with the rest, e.g.
+    spacy.MultiHashEmbed.v2 over NORM, PREFIX, SUFFIX and SHAPE: hash embeddings of the word, its
+    affixes and its shape ("Xxxxx", "dd-dd"), which an uncased wordpiece encoder sees only in part.
+    The head's input is the first-wordpiece vector, the casing flags (case_features) and the
+    feature vector, in that order.
+
+    tok2vec (Model[List[Doc], List[Floats2d]]): First-wordpiece token vectors (as in v1).
+    head (Model[Floats2d, Floats2d]): spacy-ner-bert.LinearHead.v1 or spacy-ner-bert.MLPHead.v1.
+    case_features (bool): Append the casing flags (as in v2).
+    features (Optional[Model[List[Doc], List[Floats2d]]]): Per-token feature vectors appended
+        last; None: the same model as v2.
+    RETURNS (Model[List[Doc], List[Floats2d]]): The model; its output width is set at initialize.
+    """
+    return token_classifier(tok2vec, head, with_case=case_features, features=features)
 
 
 @registry.architectures("spacy-ner-bert.TransformerEncoder.v1")

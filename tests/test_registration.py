@@ -25,6 +25,17 @@ def test_entry_points_installed():
         assert installed == set(declared(group)), f"reinstall the package: {group} differs"
 
 
+@pytest.mark.parametrize(
+    "group,table", [("spacy_architectures", "architectures"), ("spacy_scorers", "scorers"), ("spacy_augmenters", "augmenters")]
+)
+def test_every_registered_name_is_declared(group, table):
+    """Whatever the package registers is in setup.cfg, so spaCy finds it without the import."""
+    import spacy_ner_bert  # noqa: F401  (registers its functions)
+
+    registered = {name for name in getattr(registry, table).get_all() if name.startswith("spacy-ner-bert.")}
+    assert registered == set(declared(group))
+
+
 @pytest.mark.parametrize("name", declared("spacy_architectures"))
 def test_architecture_resolves(name):
     assert callable(registry.architectures.get(name))

@@ -49,6 +49,17 @@ def overrides(tiny_bert, corpus, signal_step=-1, **extra):  # extra: more dot-ke
     return settings
 
 
+# TokenClassifier.v3 with spaCy's hash embeddings beside the encoder (its thinc tables and Maxout are
+# checkpointed with the head, their Adam moments with the optimizer's)
+FEATURES = {
+    "components.ner_bert.model.@architectures": "spacy-ner-bert.TokenClassifier.v3",
+    "components.ner_bert.model.features": {
+        "@architectures": "spacy.MultiHashEmbed.v2", "width": 8, "attrs": ["NORM", "SHAPE"], "rows": [200, 50],
+        "include_static_vectors": False,
+    },
+}
+
+
 def weights(path):
     """Every parameter of the pipeline at `path`: the thinc layers' and the encoder's."""
     nlp = spacy.load(path)
@@ -96,8 +107,8 @@ def test_it_trains_as_spacy_train_does(tiny_bert, corpus, tmp_path):
 
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"components.ner_bert.adversarial_epsilon": 0.0}, {"training.optimizer.use_averages": True}],
-    ids=["default-fgm", "without-fgm", "averages"],
+    [{}, {"components.ner_bert.adversarial_epsilon": 0.0}, {"training.optimizer.use_averages": True}, FEATURES],
+    ids=["default-fgm", "without-fgm", "averages", "lexical-features"],
 )
 def test_a_resumed_run_is_the_uninterrupted_run(tiny_bert, corpus, tmp_path, monkeypatch, capsys, extra):
     """Stopped by SIGTERM in its second epoch and resumed, a run ends with the very parameters (bit for
@@ -127,6 +138,8 @@ def test_a_resumed_run_is_the_uninterrupted_run(tiny_bert, corpus, tmp_path, mon
     assert_same_weights(straight / "model-best", split / "model-best")
     split_meta = json.loads((split / "model-best" / "meta.json").read_text())
     assert split_meta["performance"] == straight_meta["performance"]
+    has_features = spacy.load(split / "model-last").get_pipe("ner_bert").model.has_ref("features")
+    assert has_features is (extra is FEATURES)
 
 
 def test_without_the_checkpoint_the_run_differs(tiny_bert, corpus, tmp_path):

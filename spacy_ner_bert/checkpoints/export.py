@@ -9,7 +9,7 @@ def export_hf(nlp, out_dir: Path, component: str = "ner_bert") -> Path:
 
     Possible when the component's model is what BertForTokenClassification computes: an
     encoder it owns (spacy-ner-bert.TransformerEncoder.v1), a linear head
-    (spacy-ner-bert.LinearHead.v1) and no casing features. The labels become id2label in our tag
+    (spacy-ner-bert.LinearHead.v1), no casing features and no lexical features. The labels become id2label in our tag
     order (O is id 0). HF's pipeline then labels each word by its first wordpiece with
     aggregation_strategy="first"; it does not constrain the IOB sequence as ner_bert does.
 
@@ -29,6 +29,11 @@ def export_hf(nlp, out_dir: Path, component: str = "ner_bert") -> Path:
         raise CheckpointError(
             f"{component!r} uses casing features (TokenClassifier.v2 case_features = true), which a "
             "HF token-classification model cannot represent"
+        )
+    if model.has_ref("features"):
+        raise CheckpointError(
+            f"{component!r} gives its head lexical features (TokenClassifier.v3 features), which a HF "
+            "token-classification model cannot represent"
         )
     head = model.get_ref("head")
     if head.name != "linear":
