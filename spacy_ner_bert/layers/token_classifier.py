@@ -122,11 +122,8 @@ def init(model: Model, X=None, Y=None) -> None:
     if X is not None:
         vectors = [v for v in tok2vec.predict(X) if v.shape[0]]
         if vectors:
-            T = model.ops.flatten(vectors)
-            F = None
-            if model.has_ref("features"):
-                F = model.ops.flatten([r for r in model.get_ref("features").predict(X) if r.shape[0]])
-            X_head = _head_input(model, X, T, F)
+            F, _ = _features(model, X, is_train=False)
+            X_head = _head_input(model, X, model.ops.flatten(vectors), F)
     if Y is not None:
         rows = [y for y in Y if y.shape[0]]
         Y_head = model.ops.flatten(rows) if rows else None
